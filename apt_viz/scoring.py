@@ -1,0 +1,203 @@
+"""Importance scorers (SPEC section 3): (B, C, H, W) images in [0, 255] -> {cell size: (B, h_i, w_i)}.
+
+Higher score = more detail = split. Pure tensor functions; they run on whatever device the
+images are on and accept any H, W (grids are zero-padded at the bottom/right).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .config import AGGREGATES, SCORERS
+from .grids import grid_shape, scale_sizes
+
+GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+UPSAMPLE_MSE_FACTORS = (1.0, 0.5, 0.25)
+
+ImportanceMaps = dict[int, torch.Tensor]
+
+
+def grayscale(images: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H, W) float32 luma, ``0.2989 R + 0.5870 G + 0.1140 B`` (first channel if not RGB)."""
+    images = images.float()
+    if images.shape[1] != 3:
+        return images[:, 0]
+    r, g, b = images.unbind(1)
+    return GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b
+
+
+# --- entropy -----------------------------------------------------------------------------------
+
+def compute_patch_entropy_batched(
+    images: torch.Tensor,
+    patch_size: int = 14,
+    num_scales: int = 3,
+    bins: int = 512,
+    pad_value: float = 1e6,
+) -> ImportanceMaps:
+    """Shannon entropy (bits) of the gray-level histogram of every cell of every grid.
+
+    Same numbers as the official APT ``compute_patch_entropy_batched`` (padded zeros counted,
+    ``p log2(p + 1e-10)``, padded last row/column set to ``pad_value``), computed from exact
+    integer histograms: one ``bincount`` over the base grid, and each coarser grid's histogram
+    is the sum of its 2x2 children's.
+    """
+    batch, _, height, width = images.shape
+    sizes = scale_sizes(patch_size, num_scales)
+    gray = grayscale(images)
+    levels = (gray * (bins / 256.0)).floor_().clamp_(0, bins - 1).to(torch.int64)
+
+    rows, cols = grid_shape(height, width, patch_size)
+    levels = F.pad(levels, (0, cols * patch_size - width, 0, rows * patch_size - height))  # pad -> bin 0
+    counts = _cell_histograms(levels, patch_size, rows, cols, bins)  # (B, rows, cols, bins)
+
+    maps: ImportanceMaps = {}
+    for i, size in enumerate(sizes):
+        if i > 0:
+            counts = _merge_children(counts, grid_shape(height, width, size), (sizes[i - 1] ** 2))
+        entropy = _entropy_from_counts(counts, size * size)
+        if height % size:
+            entropy[:, -1, :] = pad_value
+        if width % size:
+            entropy[:, :, -1] = pad_value
+        maps[size] = entropy
+    return maps
+
+
+def _cell_histograms(levels: torch.Tensor, size: int, rows: int, cols: int, bins: int) -> torch.Tensor:
+    """Per-cell histogram counts of int64 levels (B, rows*size, cols*size) -> (B, rows, cols, bins).
+
+    ``levels`` is consumed: it is turned in place into scatter keys (image, cell, level).
+    """
+    batch = levels.shape[0]
+    device = levels.device
+    cell_keys = torch.arange(rows * cols, device=device).view(1, rows, 1, cols, 1) * bins
+    keys = levels.view(batch, rows, size, cols, size).add_(cell_keys)
+    keys.view(batch, -1).add_(torch.arange(batch, device=device)[:, None] * (rows * cols * bins))
+    dtype = count_dtype(size * size)
+    # The narrowest integer type that holds a cell's count keeps this buffer small: on CPU,
+    # filling and scattering into it dominates the cost, several times faster than bincount's int64.
+    counts = torch.zeros(batch * rows * cols * bins, dtype=dtype, device=device)
+    counts.scatter_add_(0, keys.view(-1), torch.ones(1, dtype=dtype, device=device).expand(keys.numel()))
+    return counts.view(batch, rows, cols, bins)
+
+
+def count_dtype(area: int) -> torch.dtype:
+    """Smallest integer dtype that holds counts up to ``area``."""
+    if area <= torch.iinfo(torch.uint8).max:
+        return torch.uint8
+    if area <= torch.iinfo(torch.int16).max:
+        return torch.int16
+    return torch.int32
+
+
+def _merge_children(counts: torch.Tensor, shape: tuple[int, int], child_area: int) -> torch.Tensor:
+    """Histograms of the next grid: sum of 2x2 children; children beyond the grid are all padding (bin 0)."""
+    batch, rows, cols, bins = counts.shape
+    counts = counts.to(count_dtype(4 * child_area))
+    if (rows, cols) != (2 * shape[0], 2 * shape[1]):
+        padded = counts.new_zeros(batch, 2 * shape[0], 2 * shape[1], bins)
+        padded[..., 0] = child_area
+        padded[:, :rows, :cols] = counts
+        counts = padded
+    quads = counts.view(batch, shape[0], 2, shape[1], 2, bins)
+    return quads[:, :, 0, :, 0] + quads[:, :, 0, :, 1] + quads[:, :, 1, :, 0] + quads[:, :, 1, :, 1]
+
+
+def _entropy_from_counts(counts: torch.Tensor, area: int, chunk: int = 1024) -> torch.Tensor:
+    """-sum_b p_b log2(p_b + 1e-10) with p_b = count_b / area, via a lookup table over the integer counts.
+
+    Cells are processed ``chunk`` at a time so the float temporaries stay small and cache-resident.
+    """
+    p = torch.arange(area + 1, device=counts.device, dtype=torch.float64) / area
+    table = (-(p * torch.log2(p + 1e-10))).to(torch.float32)
+    flat = counts.reshape(-1, counts.shape[-1])
+    if counts.is_cuda:  # one launch; GPU memory bandwidth is not the bottleneck there
+        chunk = max(flat.shape[0], 1)
+    out = torch.empty(flat.shape[0], dtype=torch.float32, device=counts.device)
+    for start in range(0, flat.shape[0], chunk):
+        part = flat[start : start + chunk]
+        terms = table.index_select(0, part.reshape(-1).int()).view(part.shape)
+        torch.sum(terms, dim=-1, out=out[start : start + chunk])
+    return out.view(counts.shape[:-1])
+
+
+# --- laplacian ---------------------------------------------------------------------------------
+
+_LAPLACIAN_KERNEL = ((1.0, 1.0, 1.0), (1.0, -8.0, 1.0), (1.0, 1.0, 1.0))
+
+
+def compute_patch_laplacian_batched(
+    images: torch.Tensor,
+    patch_size: int = 14,
+    num_scales: int = 3,
+    aggregate: str = "mean",
+) -> ImportanceMaps:
+    """|3x3 Laplacian| of gray/255 (reflect padding), aggregated per cell (``mean``, ``max`` or ``std``)."""
+    gray = (grayscale(images) / 255.0).unsqueeze(1)
+    mode = "reflect" if min(gray.shape[-2:]) > 1 else "replicate"  # reflect needs 2+ pixels
+    kernel = torch.tensor(_LAPLACIAN_KERNEL, device=gray.device, dtype=gray.dtype).view(1, 1, 3, 3)
+    response = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode=mode), kernel).abs().squeeze(1)
+    return {size: pool_cells(response, size, aggregate) for size in scale_sizes(patch_size, num_scales)}
+
+
+# --- upsample_mse ------------------------------------------------------------------------------
+
+def compute_patch_upsample_mse_batched(
+    images: torch.Tensor,
+    patch_size: int = 14,
+    num_scales: int = 3,
+    aggregate: str = "mean",
+) -> ImportanceMaps:
+    """Error of a bilinear down-and-up round trip by factor ``(1, 0.5, 0.25)[i]`` (halving further beyond)."""
+    rgb = images.float() / 255.0
+    height, width = rgb.shape[-2:]
+    maps: ImportanceMaps = {}
+    for i, size in enumerate(scale_sizes(patch_size, num_scales)):
+        factor = UPSAMPLE_MSE_FACTORS[i] if i < len(UPSAMPLE_MSE_FACTORS) else 0.5**i
+        down = F.interpolate(rgb, scale_factor=factor, mode="bilinear", align_corners=False)
+        up = F.interpolate(down, size=(height, width), mode="bilinear", align_corners=False)
+        error = (rgb - up).square().mean(dim=1)
+        maps[size] = pool_cells(error, size, aggregate)
+    return maps
+
+
+# --- shared ------------------------------------------------------------------------------------
+
+def pool_cells(values: torch.Tensor, size: int, aggregate: str = "mean") -> torch.Tensor:
+    """Aggregate a (B, H, W) map per ``size`` cell after zero-padding it to the grid."""
+    batch, height, width = values.shape
+    rows, cols = grid_shape(height, width, size)
+    padded = F.pad(values, (0, cols * size - width, 0, rows * size - height))
+    cells = padded.view(batch, rows, size, cols, size).permute(0, 1, 3, 2, 4).reshape(batch, rows, cols, -1)
+    if aggregate == "mean":
+        return cells.mean(dim=-1)
+    if aggregate == "max":
+        return cells.amax(dim=-1)
+    if aggregate == "std":
+        return cells.std(dim=-1)
+    raise ValueError(f"unknown aggregate {aggregate!r}; choose one of {', '.join(AGGREGATES)}")
+
+
+def compute_importance_maps(
+    images: torch.Tensor,
+    scorer: str = "entropy",
+    patch_size: int = 14,
+    num_scales: int = 3,
+    *,
+    bins: int = 512,
+    aggregate: str = "mean",
+) -> ImportanceMaps:
+    """Dispatch to the named scorer (``entropy``, ``laplacian`` or ``upsample_mse``)."""
+    scorers: dict[str, Callable[[], ImportanceMaps]] = {
+        "entropy": lambda: compute_patch_entropy_batched(images, patch_size, num_scales, bins=bins),
+        "laplacian": lambda: compute_patch_laplacian_batched(images, patch_size, num_scales, aggregate),
+        "upsample_mse": lambda: compute_patch_upsample_mse_batched(images, patch_size, num_scales, aggregate),
+    }
+    if scorer not in scorers:
+        raise ValueError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+    return scorers[scorer]()
