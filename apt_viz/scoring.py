@@ -76,16 +76,18 @@ def _cell_histograms(levels: torch.Tensor, size: int, rows: int, cols: int, bins
     cell_keys = torch.arange(rows * cols, device=device).view(1, rows, 1, cols, 1) * bins
     keys = levels.view(batch, rows, size, cols, size).add_(cell_keys)
     keys.view(batch, -1).add_(torch.arange(batch, device=device)[:, None] * (rows * cols * bins))
-    dtype = count_dtype(size * size)
     # The narrowest integer type that holds a cell's count keeps this buffer small: on CPU,
     # filling and scattering into it dominates the cost, several times faster than bincount's int64.
+    dtype = count_dtype(size * size, device)
     counts = torch.zeros(batch * rows * cols * bins, dtype=dtype, device=device)
     counts.scatter_add_(0, keys.view(-1), torch.ones(1, dtype=dtype, device=device).expand(keys.numel()))
     return counts.view(batch, rows, cols, bins)
 
 
-def count_dtype(area: int) -> torch.dtype:
-    """Smallest integer dtype that holds counts up to ``area``."""
+def count_dtype(area: int, device: torch.device | None = None) -> torch.dtype:
+    """Smallest integer dtype that holds counts up to ``area`` (int32 on GPUs, whose atomics want it)."""
+    if device is not None and torch.device(device).type != "cpu":
+        return torch.int32
     if area <= torch.iinfo(torch.uint8).max:
         return torch.uint8
     if area <= torch.iinfo(torch.int16).max:
@@ -96,7 +98,7 @@ def count_dtype(area: int) -> torch.dtype:
 def _merge_children(counts: torch.Tensor, shape: tuple[int, int], child_area: int) -> torch.Tensor:
     """Histograms of the next grid: sum of 2x2 children; children beyond the grid are all padding (bin 0)."""
     batch, rows, cols, bins = counts.shape
-    counts = counts.to(count_dtype(4 * child_area))
+    counts = counts.to(count_dtype(4 * child_area, counts.device))
     if (rows, cols) != (2 * shape[0], 2 * shape[1]):
         padded = counts.new_zeros(batch, 2 * shape[0], 2 * shape[1], bins)
         padded[..., 0] = child_area
