@@ -1,0 +1,293 @@
+"""Run one selection method over a range of settings (alpha, or v1 threshold tuples).
+
+The importance maps of an image do not depend on the selection settings, so they are computed
+once per image (by :func:`apt_viz.pipeline.analyze_image`) and only the selection and token count
+are re-run per value. Folder results are aggregated per value (mean, population std, min, max).
+Pure: no printing, no files.
+"""
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+
+from .config import APTConfig, check_selection_args
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from PIL import Image
+
+    from .accounting import TokenStats
+    from .pipeline import ImageAnalysis
+
+# An alpha (v2, budget) or a tuple of thresholds, one per scale above the base (v1).
+SweepValue = Union[float, tuple[float, ...]]
+
+DEFAULT_ALPHA_RANGES = {"budget": (0.1, 1.0, 0.1), "v2": (0.5, 1.5, 0.1)}
+DEFAULT_V1_RANGE = (2.0, 6.0, 0.5)  # first threshold t; the next ones are t - 1, t - 2, ...
+METRICS = ("tokens", "retention", "llm_tokens", "llm_retention")
+
+
+# --- values --------------------------------------------------------------------------------------
+
+def float_range(start: float, stop: float, step: float) -> list[float]:
+    """``start, start + step, ..., stop`` (inclusive), without floating-point drift (0.1 * 3 -> 0.3)."""
+    if not all(math.isfinite(x) for x in (start, stop, step)) or step <= 0 or stop < start:
+        raise ValueError(f"range {start:g}:{stop:g}:{step:g} needs start <= stop and step > 0")
+    count = math.floor((stop - start) / step + 1e-9) + 1
+    if count > 10_000:
+        raise ValueError(f"range {start:g}:{stop:g}:{step:g} has {count} values; use a larger step")
+    return [round(start + i * step, 10) for i in range(count)]
+
+
+def default_values(method: str, num_scales: int = 3) -> list[SweepValue]:
+    """The values swept when none are given.
+
+    budget: alpha 0.1..1.0 step 0.1; v2: alpha 0.5..1.5 step 0.1; v1: (t, t-1) for t in
+    2.0..6.0 step 0.5, i.e. the official default (3, 2) moved up and down together.
+    """
+    if method in DEFAULT_ALPHA_RANGES:
+        return list(float_range(*DEFAULT_ALPHA_RANGES[method]))
+    if method == "v1":
+        if num_scales - 1 > 2:
+            raise ValueError(f"no default v1 threshold grid for {num_scales} scales; pass --thresholds-grid")
+        return [tuple(round(t - i, 10) for i in range(num_scales - 1)) for t in float_range(*DEFAULT_V1_RANGE)]
+    raise ValueError(f"unknown patch_selection_method {method!r}")
+
+
+def parse_alpha_values(text: str) -> list[float]:
+    """``"0.1,0.2,0.5"`` or a range ``"0.1:1.0:0.1"`` (start:stop:step, inclusive), or both mixed."""
+    values: list[float] = []
+    for item in _items(text, ","):
+        if ":" in item:
+            parts = item.split(":")
+            if len(parts) != 3:
+                raise ValueError(f"range {item!r} must be start:stop:step")
+            values.extend(float_range(*(_number(part, item) for part in parts)))
+        else:
+            values.append(_number(item, item))
+    return values
+
+
+def parse_threshold_grid(text: str, num_scales: int = 3) -> list[tuple[float, ...]]:
+    """``"3,2;4,3;5,4"``: tuples separated by ``;``, thresholds within a tuple by ``,``."""
+    grid = []
+    for item in _items(text, ";"):
+        pair = tuple(_number(part, item) for part in item.split(","))
+        if len(pair) != num_scales - 1:
+            raise ValueError(
+                f"threshold tuple {item!r} needs {num_scales - 1} values (one per scale above the base)"
+            )
+        grid.append(pair)
+    return grid
+
+
+def _items(text: str, separator: str) -> list[str]:
+    items = [item.strip() for item in text.split(separator) if item.strip()]
+    if not items:
+        raise ValueError(f"no values in {text!r}")
+    return items
+
+
+def _number(text: str, context: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text.strip()!r} in {context!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{text.strip()!r} in {context!r} is not a finite number")
+    return value
+
+
+def check_values(method: str, values: Sequence[SweepValue], num_scales: int) -> None:
+    """Raise a one-line ``ValueError`` unless every value is usable with ``method``."""
+    if not values:
+        raise ValueError("nothing to sweep: no values")
+    for value in values:
+        if method == "v1":
+            if not isinstance(value, tuple):
+                raise ValueError(f"v1 sweeps threshold tuples, got {value!r}")
+            check_selection_args(method, None, value, num_scales)
+        else:
+            if isinstance(value, tuple):
+                raise ValueError(f"{method} sweeps alpha values, got thresholds {value!r}")
+            check_selection_args(method, value, None, num_scales)
+
+
+def format_value(value: SweepValue) -> str:
+    """``0.3`` -> ``"0.3"``; ``(3.0, 2.0)`` -> ``"3;2"`` (the ``--thresholds-grid`` syntax)."""
+    if isinstance(value, tuple):
+        return ";".join(f"{t:g}" for t in value)
+    return f"{value:g}"
+
+
+# --- one image -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """The outcome of one value on one image."""
+
+    value: SweepValue
+    stats: "TokenStats"
+    thresholds: list[float] | None  # applied per scale above the base (v2: the effective ones)
+    budget_info: dict[str, Any] | None  # budget only (SPEC 4: budget, clamped, ...)
+
+    @property
+    def target_retention(self) -> float | None:
+        return None if self.budget_info is None else self.budget_info["target_retention"]
+
+    def metric(self, name: str) -> float:
+        return float(getattr(self.stats, name))
+
+
+@dataclass(frozen=True)
+class ImageSweep:
+    """All values of a sweep on one image."""
+
+    source: str | None
+    resized_size: tuple[int, int]  # (width, height)
+    points: list[SweepPoint]
+
+
+def sweep_maps(
+    maps: dict[int, "torch.Tensor"],
+    image_size: tuple[int, int],
+    method: str,
+    values: Sequence[SweepValue],
+    merge_size: int = 2,
+) -> list[SweepPoint]:
+    """Select with ``method`` at every value on precomputed maps {size: (h_i, w_i)} of one image.
+
+    ``image_size`` is (height, width) of the scored image (locates partial cells).
+    """
+    from .accounting import token_stats
+    from .selection import select_patches
+
+    check_values(method, values, len(maps))
+    batched = {size: m.unsqueeze(0) for size, m in maps.items()}
+    points = []
+    for value in values:
+        alpha, thresholds = (1.0, value) if method == "v1" else (value, None)
+        selection = select_patches(batched, method, alpha=alpha, thresholds=thresholds, image_size=image_size)
+        info = selection.budget_info[0] if selection.budget_info else None
+        applied = None if selection.thresholds is None else [float(t) for t in selection.thresholds[0].tolist()]
+        points.append(
+            SweepPoint(
+                value=value,
+                stats=token_stats(selection.masks, merge_size)[0],
+                thresholds=applied,
+                budget_info=info,
+            )
+        )
+    return points
+
+
+def sweep_analysis(analysis: "ImageAnalysis", method: str, values: Sequence[SweepValue]) -> ImageSweep:
+    """Sweep an image already analysed (its maps are reused as they are)."""
+    width, height = analysis.resized_size
+    points = sweep_maps(analysis.maps, (height, width), method, values, analysis.config.merge_size)
+    return ImageSweep(analysis.source, analysis.resized_size, points)
+
+
+def sweep_image(
+    image: "Image.Image | str | os.PathLike",
+    config: APTConfig,
+    method: str,
+    values: Sequence[SweepValue],
+) -> ImageSweep:
+    """Prepare and score ``image`` once with ``config``, then select at every value."""
+    from .pipeline import analyze_image
+
+    check_values(method, values, config.num_scales)
+    return sweep_analysis(analyze_image(image, config), method, values)
+
+
+# --- many images ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean, population standard deviation, min and max of one metric over images."""
+
+    mean: float
+    std: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, samples: Iterable[float]) -> "Spread":
+        data = list(samples)
+        return cls(statistics.fmean(data), statistics.pstdev(data), min(data), max(data))
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One value of a sweep, aggregated over images."""
+
+    method: str
+    value: SweepValue
+    images: int
+    metrics: dict[str, Spread]  # keys: METRICS
+    target_retention: float | None
+
+    def to_csv_dict(self) -> dict[str, str | int | float]:
+        row: dict[str, str | int | float] = {"method": self.method, "value": format_value(self.value), "images": self.images}
+        for name in METRICS:
+            spread = self.metrics[name]
+            row.update({f"{name}_mean": spread.mean, f"{name}_std": spread.std, f"{name}_min": spread.min, f"{name}_max": spread.max})
+        row["target_retention"] = "" if self.target_retention is None else self.target_retention
+        return row
+
+
+CSV_COLUMNS = (
+    "method", "value", "images",
+    *(f"{name}_{stat}" for name in METRICS for stat in ("mean", "std", "min", "max")),
+    "target_retention",
+)
+PER_IMAGE_CSV_COLUMNS = ("image", "method", "value", "tokens", "base_tokens", "retention", "llm_tokens", "llm_retention", "thresholds")
+
+
+def aggregate(sweeps: Sequence[ImageSweep], method: str) -> list[SweepRow]:
+    """One :class:`SweepRow` per value, over every image (all sweeps must share their values)."""
+    if not sweeps:
+        raise ValueError("no image was swept")
+    values = [point.value for point in sweeps[0].points]
+    if any([point.value for point in sweep.points] != values for sweep in sweeps):
+        raise ValueError("sweeps over different values cannot be aggregated")
+    rows = []
+    for index, value in enumerate(values):
+        points = [sweep.points[index] for sweep in sweeps]
+        targets = {point.target_retention for point in points}
+        rows.append(
+            SweepRow(
+                method=method,
+                value=value,
+                images=len(points),
+                metrics={name: Spread.of(point.metric(name) for point in points) for name in METRICS},
+                # T = round(alpha * N) varies slightly with N; report it only when one number is true.
+                target_retention=targets.pop() if len(targets) == 1 else None,
+            )
+        )
+    return rows
+
+
+def per_image_rows(sweeps: Sequence[ImageSweep], method: str) -> list[dict[str, str | int | float]]:
+    """Long-format rows (one per image and value) for ``sweep_per_image.csv``."""
+    rows = []
+    for sweep in sweeps:
+        for point in sweep.points:
+            rows.append(
+                {
+                    "image": sweep.source or "",
+                    "method": method,
+                    "value": format_value(point.value),
+                    "tokens": point.stats.tokens,
+                    "base_tokens": point.stats.base_tokens,
+                    "retention": point.stats.retention,
+                    "llm_tokens": point.stats.llm_tokens,
+                    "llm_retention": point.stats.llm_retention,
+                    "thresholds": "" if point.thresholds is None else format_value(tuple(point.thresholds)),
+                }
+            )
+    return rows

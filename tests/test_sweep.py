@@ -1,0 +1,224 @@
+"""Sweeps: every value must give exactly what a single run at that setting gives."""
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from apt_viz import APTConfig, analyze_image
+from apt_viz.sweep import (
+    CSV_COLUMNS,
+    ImageSweep,
+    aggregate,
+    default_values,
+    float_range,
+    format_value,
+    parse_alpha_values,
+    parse_threshold_grid,
+    per_image_rows,
+    sweep_analysis,
+    sweep_image,
+)
+
+IMAGES = Path(__file__).resolve().parent.parent / "test_img"
+PHOTOS = ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]
+
+
+@pytest.fixture(scope="module")
+def analyses():
+    """One default analysis per photo (its maps are what every sweep reuses)."""
+    return {name: analyze_image(IMAGES / name) for name in PHOTOS}
+
+
+# --- values --------------------------------------------------------------------------------------
+
+def test_default_ranges():
+    assert default_values("budget") == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert default_values("v2") == [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5]
+    grid = default_values("v1")
+    assert (3.0, 2.0) in grid  # the official default is on the grid
+    assert grid[0] == (2.0, 1.0) and grid[-1] == (6.0, 5.0) and len(grid) == 9
+    assert default_values("v1", num_scales=2) == [(t,) for t in float_range(2.0, 6.0, 0.5)]
+    with pytest.raises(ValueError, match="thresholds-grid"):
+        default_values("v1", num_scales=4)
+
+
+def test_parse_alpha_values():
+    assert parse_alpha_values("0.1,0.2, 0.5") == [0.1, 0.2, 0.5]
+    assert parse_alpha_values("0.1:0.5:0.1") == [0.1, 0.2, 0.3, 0.4, 0.5]  # inclusive, no 0.30000000000000004
+    assert parse_alpha_values("0.2:0.3:0.1,0.9") == [0.2, 0.3, 0.9]
+    for bad, reason in [("", "no values"), ("0.1,x", "not a number"), ("1:0:0.1", "start <= stop"),
+                        ("0:1", "start:stop:step"), ("nan", "finite")]:
+        with pytest.raises(ValueError, match=reason):
+            parse_alpha_values(bad)
+
+
+def test_parse_threshold_grid():
+    assert parse_threshold_grid("3,2;4,3") == [(3.0, 2.0), (4.0, 3.0)]
+    assert parse_threshold_grid("5", num_scales=2) == [(5.0,)]
+    with pytest.raises(ValueError, match="needs 2 values"):
+        parse_threshold_grid("3,2,1")
+    with pytest.raises(ValueError, match="not a number"):
+        parse_threshold_grid("3,a")
+
+
+def test_format_value_round_trips():
+    assert format_value(0.3) == "0.3"
+    assert format_value((3.0, 2.5)) == "3;2.5"
+    assert parse_threshold_grid(format_value((3.0, 2.5)).replace(";", ",")) == [(3.0, 2.5)]
+
+
+@pytest.mark.parametrize(
+    "method, values, reason",
+    [("budget", [0.5, 1.5], "alpha must be in"), ("v2", [0.0], "alpha must be > 0"),
+     ("v1", [0.5], "threshold tuples"), ("v2", [(3.0, 2.0)], "alpha values"), ("v1", [(3.0,)], "needs 2 thresholds")],
+)
+def test_bad_values_are_rejected_before_any_work(analyses, method, values, reason):
+    with pytest.raises(ValueError, match=reason):
+        sweep_analysis(analyses["chelsea.jpg"], method, values)
+
+
+# --- one image: a sweep equals single runs -------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["v1", "v2", "budget"])
+def test_sweep_matches_single_runs(method):
+    path = IMAGES / "coffee.jpg"
+    values = default_values(method)
+    sweep = sweep_image(path, APTConfig(), method, values)
+    assert sweep.source == str(path) and [p.value for p in sweep.points] == values
+    for point in sweep.points:
+        settings_ = {"thresholds": point.value} if method == "v1" else {"alpha": point.value}
+        single = analyze_image(path, APTConfig(method=method, **settings_))
+        assert point.stats == single.stats  # tokens per scale, tokens, N, LLM tokens: all of it
+        assert point.thresholds == single.thresholds
+        assert point.target_retention == single.target_retention
+
+
+def test_sweep_reuses_the_maps_of_the_scorer_given(analyses):
+    """The sweep runs on the config's scorer: laplacian maps give laplacian single-run numbers."""
+    config = APTConfig(scorer="laplacian")
+    sweep = sweep_image(IMAGES / "chelsea.jpg", config, "v2", [0.8, 1.2])
+    for point in sweep.points:
+        assert point.stats == analyze_image(IMAGES / "chelsea.jpg", config.replace(method="v2", alpha=point.value)).stats
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_budget_retention_tracks_alpha(analyses, name):
+    sweep = sweep_analysis(analyses[name], "budget", parse_alpha_values("0.05:1.0:0.05"))
+    n = analyses[name].stats.base_tokens
+    clamped = 0
+    for point in sweep.points:
+        target = round(point.value * n)
+        assert point.target_retention == target / n and point.budget_info["budget"] == target
+        minimum = point.budget_info["base_tokens"]  # every top-level cell, after forced splits
+        if target < minimum:  # SPEC 4.5: below the minimum the result is that minimum, flagged
+            assert point.budget_info["clamped"] and point.stats.tokens == minimum
+            clamped += 1
+            continue
+        assert not point.budget_info["clamped"]
+        assert point.stats.tokens <= target  # never over budget ...
+        assert target - point.stats.tokens < 3  # ... and within one split (3 tokens) of it
+    assert clamped < 2  # only the smallest alphas can fall below the all-56-px minimum
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_v1_retention_never_increases_as_thresholds_grow(analyses, name):
+    sweep = sweep_analysis(analyses[name], "v1", default_values("v1"))
+    tokens = [point.stats.tokens for point in sweep.points]
+    assert all(later <= earlier for earlier, later in zip(tokens, tokens[1:]))
+    assert tokens[0] > tokens[-1]  # the default range actually moves on a real photo
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    start=st.tuples(st.floats(0.0, 7.0), st.floats(0.0, 7.0)),
+    steps=st.lists(st.tuples(st.floats(0.0, 1.5), st.floats(0.0, 1.5)), min_size=1, max_size=6),
+)
+def test_v1_monotone_for_any_growing_thresholds(analyses, start, steps):
+    """Raising any threshold keeps more large cells, and a kept large cell replaces >= 1 smaller ones."""
+    grid, current = [start], start
+    for step in steps:
+        current = (current[0] + step[0], current[1] + step[1])
+        grid.append(current)
+    sweep = sweep_analysis(analyses["astronaut.jpg"], "v1", grid)
+    retention = [point.stats.retention for point in sweep.points]
+    assert all(later <= earlier for earlier, later in zip(retention, retention[1:]))
+
+
+def test_v2_higher_alpha_never_more_tokens(analyses):
+    """v2 thresholds are alpha * mean(score): growing alpha grows every threshold, so v1's monotony holds."""
+    sweep = sweep_analysis(analyses["rocket.jpg"], "v2", default_values("v2"))
+    tokens = [point.stats.tokens for point in sweep.points]
+    assert all(later <= earlier for earlier, later in zip(tokens, tokens[1:]))
+    means = [point.thresholds[0] / point.value for point in sweep.points]
+    assert means == pytest.approx([means[0]] * len(means), rel=1e-5)  # effective threshold = alpha * mean
+
+
+# --- many images ---------------------------------------------------------------------------------
+
+def test_aggregate_is_mean_std_min_max_over_images(analyses):
+    values = [0.25, 0.5, 1.0]
+    sweeps = [sweep_analysis(analyses[name], "v2", values) for name in PHOTOS]
+    rows = aggregate(sweeps, "v2")
+    assert [row.value for row in rows] == values
+    for index, row in enumerate(rows):
+        assert row.images == len(PHOTOS)
+        for metric in ("tokens", "retention", "llm_tokens", "llm_retention"):
+            samples = [float(getattr(sweep.points[index].stats, metric)) for sweep in sweeps]
+            spread = row.metrics[metric]
+            assert spread.mean == pytest.approx(sum(samples) / len(samples))
+            assert spread.std == pytest.approx(statistics.pstdev(samples))
+            assert (spread.min, spread.max) == (min(samples), max(samples))
+        csv_row = row.to_csv_dict()
+        assert tuple(csv_row) == CSV_COLUMNS
+        assert csv_row["value"] == format_value(row.value) and csv_row["target_retention"] == ""
+
+
+def test_aggregate_single_image_has_zero_spread(analyses):
+    (row,) = aggregate([sweep_analysis(analyses["chelsea.jpg"], "budget", [0.4])], "budget")
+    n = analyses["chelsea.jpg"].stats.base_tokens
+    assert row.metrics["tokens"].std == 0 and row.metrics["tokens"].min == row.metrics["tokens"].max
+    assert row.target_retention == round(0.4 * n) / n
+
+
+def test_aggregate_rejects_mismatched_or_empty(analyses):
+    a = sweep_analysis(analyses["chelsea.jpg"], "v2", [1.0])
+    b = sweep_analysis(analyses["coffee.jpg"], "v2", [1.1])
+    with pytest.raises(ValueError, match="different values"):
+        aggregate([a, b], "v2")
+    with pytest.raises(ValueError, match="no image"):
+        aggregate([], "v2")
+
+
+def test_per_image_rows(analyses):
+    sweeps = [sweep_analysis(analyses[name], "v1", [(3.0, 2.0), (5.0, 4.0)]) for name in ("chelsea.jpg", "rocket.jpg")]
+    rows = per_image_rows(sweeps, "v1")
+    assert len(rows) == 4
+    first = rows[0]
+    assert first["image"].endswith("chelsea.jpg") and first["value"] == "3;2" and first["thresholds"] == "3;2"
+    assert first["tokens"] == analyses["chelsea.jpg"].stats.tokens  # the default v1 run
+    assert math.isclose(first["retention"], first["tokens"] / first["base_tokens"])
+
+
+def test_sweep_figure_has_one_point_per_value(analyses):
+    from apt_viz.plots import sweep_figure
+
+    rows = aggregate([sweep_analysis(analyses[name], "budget", [0.2, 0.6, 1.0]) for name in PHOTOS], "budget")
+    figure = sweep_figure(rows)
+    top, bottom = figure.axes
+    mean_line = top.lines[0]
+    assert list(mean_line.get_xdata()) == [0.2, 0.6, 1.0]
+    assert list(mean_line.get_ydata()) == [row.metrics["retention"].mean for row in rows]
+    assert list(bottom.lines[0].get_ydata()) == [row.metrics["llm_tokens"].mean for row in rows]
+    v1_rows = aggregate([sweep_analysis(analyses["chelsea.jpg"], "v1", [(3.0, 2.0), (4.0, 3.0)])], "v1")
+    labels = [tick.get_text() for tick in sweep_figure(v1_rows).axes[1].get_xticklabels()]
+    assert labels == ["3;2", "4;3"]
+
+
+def test_image_sweep_is_plain_data(analyses):
+    sweep = sweep_analysis(analyses["chelsea.jpg"], "v2", [1.0])
+    assert isinstance(sweep, ImageSweep) and sweep.resized_size == analyses["chelsea.jpg"].resized_size
