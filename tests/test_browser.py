@@ -1,0 +1,103 @@
+"""index.html in a real headless browser (Debian's chromium): opens from file://, every thumbnail
+loads, sorting works. Skipped when chromium is not installed."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = next((path for path in (shutil.which("chromium"), "/usr/bin/chromium") if path and os.path.exists(path)), None)
+
+# Appended to a copy of the page (the page itself carries no test code). It runs after every
+# image has loaded or failed, then writes what it saw into <body data-*> for --dump-dom.
+PROBE = """<script>
+window.addEventListener("load", function () {
+  var out = document.body.dataset;
+  var thumbs = Array.prototype.slice.call(document.querySelectorAll("img"));
+  out.images = thumbs.length;
+  out.imagesLoaded = thumbs.filter(function (img) { return img.complete && img.naturalWidth > 0; }).length;
+  function names() {
+    return Array.prototype.map.call(document.querySelectorAll("#results tbody tr"),
+                                    function (row) { return row.getAttribute("data-name"); }).join("|");
+  }
+  function header(title) {
+    return Array.prototype.filter.call(document.querySelectorAll("#results th"),
+                                       function (th) { return th.textContent === title; })[0];
+  }
+  out.initial = names();
+  header("retention").click(); out.retentionUp = names();
+  header("retention").click(); out.retentionDown = names();
+  header("image").click(); out.imageUp = names();
+  out.probeDone = "yes";
+});
+</script>"""
+
+
+def run_chromium(out: Path, *args: str) -> subprocess.CompletedProcess:
+    profile = out.parent / "chromium-profile"
+    command = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={profile}", *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def probe(index: Path) -> dict[str, str]:
+    """Open a probed copy of ``index`` (same folder, so its relative links hold) and read its findings."""
+    probed = index.with_name("_probe.html")
+    probed.write_text(index.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    try:
+        result = run_chromium(index.parent, "--virtual-time-budget=5000", "--dump-dom", probed.as_uri())
+    finally:
+        probed.unlink()
+    body = re.search(r"<body([^>]*)>", result.stdout)
+    assert body, f"chromium printed no DOM: {result.stderr[-2000:]}"
+    return {key: value for key, value in re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1))}
+
+
+@pytest.fixture(scope="module")
+def index_html(tmp_path_factory) -> Path:
+    from apt_viz import APTConfig
+    from apt_viz.html_index import IndexFailure, render_index
+
+    from test_html_index import entries_of, write_image_folder
+
+    out = tmp_path_factory.mktemp("browser") / "out"
+    write_image_folder(out, "astronaut", "astronaut.jpg", APTConfig(method="budget", alpha=0.5))
+    write_image_folder(out, "chelsea", "chelsea.jpg", APTConfig(method="budget", alpha=0.2))
+    write_image_folder(out, "coffee", "coffee.jpg", APTConfig(method="budget", alpha=0.8))
+    write_image_folder(out, "rocket", "rocket.jpg", APTConfig(method="budget", alpha=0.35))
+    index = out / "index.html"
+    index.write_text(render_index(out, entries_of(out), [IndexFailure("bad.jpg", "bad.jpg: not a readable image")]))
+    return index
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_index_renders_with_every_thumbnail_and_sorts(index_html):
+    seen = probe(index_html)
+    assert seen.get("probe-done") == "yes", seen
+    assert seen["images"] == "4" and seen["images-loaded"] == "4"
+    assert seen["initial"] == "astronaut|chelsea|coffee|rocket"
+    assert seen["retention-up"] == "chelsea|rocket|astronaut|coffee"  # budget retention follows alpha
+    assert seen["retention-down"] == "coffee|astronaut|rocket|chelsea"
+    assert seen["image-up"] == "astronaut|chelsea|coffee|rocket"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_index_screenshot(index_html):
+    """The page paints from file:// (a blank page would give a tiny, uniform PNG)."""
+    shot = index_html.parent.parent / "shot.png"
+    run_chromium(index_html.parent, "--window-size=1200,900", f"--screenshot={shot}", index_html.as_uri())
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        assert image.size == (1200, 900)
+        low, high = image.convert("L").getextrema()
+        assert high - low > 100
