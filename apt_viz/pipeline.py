@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -63,6 +63,18 @@ class ImageAnalysis:
         info = self.budget_info
         return None if info is None else info["target_retention"]
 
+    def reselect(self, **changes: Any) -> "ImageAnalysis":
+        """The same image and importance maps under other selection settings (``method``, ``alpha``,
+        ``thresholds``): only the selection and the token count are re-run, the maps are reused."""
+        unknown = set(changes) - {"method", "alpha", "thresholds"}
+        if unknown:
+            raise TypeError(f"reselect changes only method, alpha and thresholds, not {', '.join(sorted(unknown))}")
+        config = self.config.replace(**changes)
+        width, height = self.resized_size
+        batched = {size: m.unsqueeze(0) for size, m in self.maps.items()}
+        selection, stats = _select(batched, config, (height, width))
+        return replace(self, config=config, selection=selection, stats=stats)
+
     def to_dict(self) -> dict[str, Any]:
         """The content of ``stats.json`` (SPEC section 7)."""
         width, height = self.resized_size
@@ -117,15 +129,7 @@ def analyze_image(
     maps = compute_importance_maps(
         tensor, config.scorer, config.patch_size, config.num_scales, bins=config.bins, aggregate=config.aggregate
     )
-    selection = select_patches(
-        maps,
-        config.method,
-        alpha=config.alpha,
-        thresholds=config.thresholds,
-        image_size=(resized.height, resized.width),
-    )
-    selection.masks = {size: mask.cpu() for size, mask in selection.masks.items()}
-    stats = token_stats(selection.masks, config.merge_size)[0]
+    selection, stats = _select(maps, config, (resized.height, resized.width))
     return ImageAnalysis(
         source=source,
         original_size=original_size,
@@ -135,3 +139,18 @@ def analyze_image(
         selection=selection,
         stats=stats,
     )
+
+
+def _select(
+    maps: dict[int, torch.Tensor], config: APTConfig, image_size: tuple[int, int]
+) -> tuple[Selection, TokenStats]:
+    """Selection (masks moved to the CPU) and token counts of batched maps of one image."""
+    selection = select_patches(
+        maps,
+        config.method,
+        alpha=config.alpha,
+        thresholds=config.thresholds,
+        image_size=image_size,
+    )
+    selection.masks = {size: mask.cpu() for size, mask in selection.masks.items()}
+    return selection, token_stats(selection.masks, config.merge_size)[0]

@@ -2,7 +2,7 @@
 
 The importance maps of an image do not depend on the selection settings, so they are computed
 once per image (by :func:`apt_viz.pipeline.analyze_image`) and only the selection and token count
-are re-run per value. Folder results are aggregated per value (mean, population std, min, max).
+are re-run per value (:meth:`ImageAnalysis.reselect`). Folder results are aggregated per value (mean, population std, min, max).
 Pure: no printing, no files.
 """
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 from .config import APTConfig, check_selection_args
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
     from PIL import Image
 
     from .accounting import TokenStats
@@ -131,7 +130,7 @@ class SweepPoint:
 
     value: SweepValue
     stats: "TokenStats"
-    thresholds: list[float] | None  # applied per scale above the base (v2: the effective ones)
+    thresholds: list[float | None] | None  # applied per scale above the base (v2: the effective ones)
     budget_info: dict[str, Any] | None  # budget only (SPEC 4: budget, clamped, ...)
 
     @property
@@ -151,43 +150,14 @@ class ImageSweep:
     points: list[SweepPoint]
 
 
-def sweep_maps(
-    maps: dict[int, "torch.Tensor"],
-    image_size: tuple[int, int],
-    method: str,
-    values: Sequence[SweepValue],
-    merge_size: int = 2,
-) -> list[SweepPoint]:
-    """Select with ``method`` at every value on precomputed maps {size: (h_i, w_i)} of one image.
-
-    ``image_size`` is (height, width) of the scored image (locates partial cells).
-    """
-    from .accounting import token_stats
-    from .selection import select_patches
-
-    check_values(method, values, len(maps))
-    batched = {size: m.unsqueeze(0) for size, m in maps.items()}
+def sweep_analysis(analysis: "ImageAnalysis", method: str, values: Sequence[SweepValue]) -> ImageSweep:
+    """Select with ``method`` at every value, reusing the importance maps of ``analysis``."""
+    check_values(method, values, analysis.config.num_scales)
     points = []
     for value in values:
-        alpha, thresholds = (1.0, value) if method == "v1" else (value, None)
-        selection = select_patches(batched, method, alpha=alpha, thresholds=thresholds, image_size=image_size)
-        info = selection.budget_info[0] if selection.budget_info else None
-        applied = None if selection.thresholds is None else [float(t) for t in selection.thresholds[0].tolist()]
-        points.append(
-            SweepPoint(
-                value=value,
-                stats=token_stats(selection.masks, merge_size)[0],
-                thresholds=applied,
-                budget_info=info,
-            )
-        )
-    return points
-
-
-def sweep_analysis(analysis: "ImageAnalysis", method: str, values: Sequence[SweepValue]) -> ImageSweep:
-    """Sweep an image already analysed (its maps are reused as they are)."""
-    width, height = analysis.resized_size
-    points = sweep_maps(analysis.maps, (height, width), method, values, analysis.config.merge_size)
+        setting = {"thresholds": value} if method == "v1" else {"alpha": value}
+        run = analysis.reselect(method=method, **setting)
+        points.append(SweepPoint(value, run.stats, run.thresholds, run.budget_info))
     return ImageSweep(analysis.source, analysis.resized_size, points)
 
 
@@ -287,7 +257,8 @@ def per_image_rows(sweeps: Sequence[ImageSweep], method: str) -> list[dict[str, 
                     "retention": point.stats.retention,
                     "llm_tokens": point.stats.llm_tokens,
                     "llm_retention": point.stats.llm_retention,
-                    "thresholds": "" if point.thresholds is None else format_value(tuple(point.thresholds)),
+                    "thresholds": "" if point.thresholds is None
+                    else ";".join("-" if t is None else f"{t:g}" for t in point.thresholds),
                 }
             )
     return rows

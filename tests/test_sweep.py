@@ -98,6 +98,19 @@ def test_sweep_matches_single_runs(method):
         assert point.target_retention == single.target_retention
 
 
+def test_reselect_reuses_maps_and_equals_a_fresh_run(analyses):
+    base = analyses["rocket.jpg"]
+    budget = base.reselect(method="budget", alpha=0.4)
+    assert budget.maps is base.maps  # nothing rescored
+    fresh = analyze_image(IMAGES / "rocket.jpg", APTConfig(method="budget", alpha=0.4))
+    assert budget.to_dict() == fresh.to_dict()
+    assert base.config.method == "v1" and base.stats.tokens != budget.stats.tokens  # the original is untouched
+    with pytest.raises(ValueError, match="alpha must be in"):
+        base.reselect(method="budget", alpha=2.0)
+    with pytest.raises(TypeError, match="scorer"):
+        base.reselect(scorer="laplacian")
+
+
 def test_sweep_reuses_the_maps_of_the_scorer_given(analyses):
     """The sweep runs on the config's scorer: laplacian maps give laplacian single-run numbers."""
     config = APTConfig(scorer="laplacian")
