@@ -48,3 +48,19 @@ def photo_tensor():
 def resized_photos() -> dict:
     """name -> smart-resized (1, 3, H, W) tensor of every test photo (computed once per session)."""
     return {name: load_photo_tensor(name) for name in PHOTO_NAMES}
+
+
+def base_coverage(masks: dict) -> "torch.Tensor":
+    """(B, rows, cols) base grid: how many selected cells (of any scale) cover each base cell.
+
+    A valid selection is a partition: every entry is exactly 1.
+    """
+    sizes = sorted(masks)
+    base = masks[sizes[0]]
+    rows, cols = base.shape[-2:]
+    total = base.float().clone()
+    for size in sizes[1:]:
+        factor = size // sizes[0]
+        spread = masks[size].float().repeat_interleave(factor, -2).repeat_interleave(factor, -1)
+        total += spread[..., :rows, :cols]
+    return total
