@@ -294,6 +294,9 @@ def execute(
     if any_folder or len(items) > 1:
         write_json(os.path.join(job.output, "summary.json"), document)
         write_text(os.path.join(job.output, "summary.csv"), report.summary_csv(result.stats, result.failures))
+        from .html_index import render_index  # the offline index.html of a folder run
+
+        write_text(os.path.join(job.output, "index.html"), render_index(job.output, result.stats, result.failures))
     if json_output:
         sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
     elif not quiet:
@@ -311,6 +314,8 @@ def execute(
         return EXIT_INTERRUPTED
     return EXIT_FAILURES if result.failures else EXIT_OK
 
+
+from . import cli_analysis  # noqa: E402,F401 - registers the sweep and compare commands on app
 
 # --- entry point ---------------------------------------------------------------------------------
 

@@ -1,87 +1,62 @@
 """``OUT/index.html`` of a folder run: one static, offline page (inline CSS/JS, no network).
 
 It shows a thumbnail of each image's patch overlay, a sortable table of retention and tokens per
-image linking to that image's artifacts, and the inputs that failed. Links are only made to
-files that exist, so the page never holds a broken link.
+image linking to that image's artifacts, and the inputs that failed. It is built from the same
+per-image ``stats.json`` dicts as the run's summaries; links are only made to files that exist,
+so the page never holds a broken link.
 """
 from __future__ import annotations
 
 import html
 import os
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from urllib.parse import quote
 
-# Per-image layout (SPEC section 7), relative to OUT/<name>/.
-OVERLAY = "02_patches_grid/patches_visualization.jpg"
-ARTIFACTS = (
-    ("stats", "stats.json"),
-    ("overlay", OVERLAY),
-    ("resized", "03_original_resized/resized_image.jpg"),
-    ("original", "03_original_resized/original_image.jpg"),
-)
-HEATMAP_DIR = "01_heatmaps"
+from .batch import HEATMAP_DIR, OVERLAY_PATH, STATS_FILE
+from .report import setting_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .report import Failure
+
+Stats = Mapping[str, Any]  # one image's stats.json content, with its folder ``name`` and ``artifacts``
 SUMMARIES = ("summary.json", "summary.csv")
 
 
-@dataclass(frozen=True)
-class IndexEntry:
-    """One analysed image: its folder name under OUT and its ``stats.json`` content."""
-
-    name: str
-    stats: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class IndexFailure:
-    """One input that could not be analysed, with its one-line reason."""
-
-    input: str
-    error: str
-
-
-@dataclass(frozen=True)
-class _Column:
-    title: str
-    numeric: bool
-
-
+# (title, how its column sorts: "num", "text", or None for not sortable)
 _COLUMNS = (
-    _Column("overlay", False),
-    _Column("image", False),
-    _Column("size", False),
-    _Column("method", False),
-    _Column("setting", False),
-    _Column("tokens", True),
-    _Column("N", True),
-    _Column("retention", True),
-    _Column("LLM tokens", True),
-    _Column("LLM ratio", True),
-    _Column("artifacts", False),
+    ("overlay", None),
+    ("image", "text"),
+    ("size", "num"),  # by area
+    ("method", "text"),
+    ("setting", "text"),
+    ("tokens", "num"),
+    ("N", "num"),
+    ("retention", "num"),
+    ("LLM tokens", "num"),
+    ("LLM ratio", "num"),
+    ("artifacts", None),
 )
-_SORTABLE = {"image", "method", "setting", "tokens", "N", "retention", "LLM tokens", "LLM ratio", "size"}
 
 
 def render_index(
     out_dir: str | os.PathLike,
-    entries: Sequence[IndexEntry],
-    failures: Sequence[IndexFailure] = (),
+    stats_list: Sequence[Stats],
+    failures: Sequence["Failure"] = (),
     title: str = "apt-viz results",
 ) -> str:
     """The HTML text of ``OUT/index.html`` (links are relative to ``out_dir``)."""
     out_dir = os.fspath(out_dir)
-    rows = "\n".join(_row(out_dir, entry) for entry in entries)
+    rows = "\n".join(_row(out_dir, stats) for stats in stats_list)
     header = "".join(
-        f'<th data-sort="{"num" if column.numeric else "text"}" tabindex="0">{column.title}</th>'
-        if column.title in _SORTABLE else f"<th>{column.title}</th>"
-        for column in _COLUMNS
+        f'<th data-sort="{sort}" tabindex="0">{title}</th>' if sort else f"<th>{title}</th>"
+        for title, sort in _COLUMNS
     )
     summary_links = " ".join(
         f'<a href="{quote(name)}">{name}</a>' for name in SUMMARIES if os.path.isfile(os.path.join(out_dir, name))
     )
     return _PAGE.format(
         title=html.escape(title),
-        overview=html.escape(_overview(entries, failures)),
+        overview=html.escape(_overview(stats_list, failures)),
         summary_links=f"<p>Summaries: {summary_links}</p>" if summary_links else "",
         header=header,
         rows=rows,
@@ -91,63 +66,62 @@ def render_index(
     )
 
 
-def _overview(entries: Sequence[IndexEntry], failures: Sequence[IndexFailure]) -> str:
-    text = f"{len(entries)} image{'s' if len(entries) != 1 else ''} analysed, {len(failures)} failed"
-    if entries:
-        mean = sum(float(entry.stats["retention"]) for entry in entries) / len(entries)
-        tokens = sum(int(entry.stats["tokens"]) for entry in entries)
-        base = sum(int(entry.stats["base_tokens"]) for entry in entries)
+def _overview(stats_list: Sequence[Stats], failures: Sequence["Failure"]) -> str:
+    text = f"{len(stats_list)} image{'s' if len(stats_list) != 1 else ''} analysed, {len(failures)} failed"
+    if stats_list:
+        mean = sum(float(stats["retention"]) for stats in stats_list) / len(stats_list)
+        tokens = sum(int(stats["tokens"]) for stats in stats_list)
+        base = sum(int(stats["base_tokens"]) for stats in stats_list)
         text += f"; mean retention {mean:.3f}, {tokens} of {base} base patches kept in all"
     return text
-
-
-def _setting(stats: Mapping[str, Any]) -> str:
-    """What the method was run with: alpha (v2, budget; v2 adds its effective thresholds) or thresholds (v1)."""
-    thresholds = stats.get("thresholds")
-    shown = ", ".join("-" if t is None else f"{t:.3g}" for t in thresholds) if thresholds else ""
-    if stats.get("method") == "v1":
-        return f"thresholds {shown}"
-    text = f"alpha {stats.get('alpha')}"
-    return f"{text} (thresholds {shown})" if shown else text
 
 
 def _href(name: str, relative: str) -> str:
     return quote(f"{name}/{relative}")
 
 
-def _row(out_dir: str, entry: IndexEntry) -> str:
-    stats, name = entry.stats, entry.name
+def _artifact_label(relative: str) -> str:
+    """``01_heatmaps/importance_map_scale_14.png`` -> ``heatmap 14``, the overlay -> ``overlay``, ..."""
+    if relative == OVERLAY_PATH.replace(os.sep, "/"):
+        return "overlay"
+    stem = os.path.splitext(os.path.basename(relative))[0]
+    if relative.startswith(HEATMAP_DIR + "/"):
+        return "heatmap " + stem.rsplit("_", 1)[-1]
+    return stem.removesuffix("_image")
+
+
+def _row(out_dir: str, stats: Stats) -> str:
+    name = str(stats["name"])
     folder = os.path.join(out_dir, name)
-    llm = stats.get("qwen2vl", {})
-    size = stats.get("resized_size", {})
-    width, height = size.get("width", 0), size.get("height", 0)
-    if os.path.isfile(os.path.join(folder, OVERLAY)):
-        href = _href(name, OVERLAY)
+    present = [
+        relative
+        for relative in [STATS_FILE, *stats.get("artifacts", [])]
+        if os.path.isfile(os.path.join(folder, relative))
+    ]
+    overlay = OVERLAY_PATH.replace(os.sep, "/")
+    if overlay in present:
+        href = _href(name, overlay)
         thumb = f'<a href="{href}"><img class="thumb" src="{href}" alt="patch overlay of {html.escape(name)}"></a>'
     else:
         thumb = '<span class="missing">no overlay</span>'
-    links = [
-        f'<a href="{_href(name, relative)}">{label}</a>'
-        for label, relative in ARTIFACTS
-        if os.path.isfile(os.path.join(folder, relative))
-    ]
-    heatmap_dir = os.path.join(folder, HEATMAP_DIR)
-    if os.path.isdir(heatmap_dir):
-        for file_name in sorted(os.listdir(heatmap_dir), key=_natural_key):
-            label = "heatmap " + os.path.splitext(file_name)[0].rsplit("_", 1)[-1]
-            links.append(f'<a href="{_href(name, f"{HEATMAP_DIR}/{file_name}")}">{html.escape(label)}</a>')
+    links = " ".join(
+        f'<a href="{_href(name, relative)}">{html.escape(_artifact_label(relative))}</a>' for relative in present
+    )
+    llm = stats["qwen2vl"]
+    size = stats["resized_size"]
+    setting = setting_text(stats)
     cells = [
         (thumb, None),
         (f'<span title="{html.escape(str(stats.get("input") or ""))}">{html.escape(name)}</span>', name),
-        (f"{width}&times;{height}", width * height),
-        (html.escape(str(stats.get("method", ""))), stats.get("method", "")),
-        (html.escape(_setting(stats)), _setting(stats)),
+        (f"{size['width']}&times;{size['height']}", size["width"] * size["height"]),
+        (html.escape(stats["method"]), stats["method"]),
+        (html.escape(setting), setting),
         (str(stats["tokens"]), stats["tokens"]),
         (str(stats["base_tokens"]), stats["base_tokens"]),
         (f"{stats['retention']:.3f}", stats["retention"]),
-        (str(llm.get("llm_tokens", "")), llm.get("llm_tokens", "")),
-        (f"{llm['llm_ratio']:.3f}" if "llm_ratio" in llm else "", llm.get("llm_ratio", "")),
-        (" ".join(links), None),
+        (str(llm["llm_tokens"]), llm["llm_tokens"]),
+        (f"{llm['llm_ratio']:.3f}", llm["llm_ratio"]),
+        (links, None),
     ]
     tds = "".join(
         f"<td>{content}</td>" if key is None else f'<td data-key="{html.escape(str(key))}">{content}</td>'
@@ -156,14 +130,7 @@ def _row(out_dir: str, entry: IndexEntry) -> str:
     return f'<tr data-name="{html.escape(name)}">{tds}</tr>'
 
 
-def _natural_key(text: str) -> list[Any]:
-    """``scale_14`` before ``scale_112``."""
-    import re
-
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
-
-
-def _failures(failures: Sequence[IndexFailure]) -> str:
+def _failures(failures: Sequence["Failure"]) -> str:
     if not failures:
         return '<h2>Failures</h2><p id="no-failures">None.</p>'
     rows = "\n".join(

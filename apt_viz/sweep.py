@@ -199,7 +199,7 @@ class SweepRow:
     value: SweepValue
     images: int
     metrics: dict[str, Spread]  # keys: METRICS
-    target_retention: float | None
+    target_retention: float | None  # budget: mean of round(alpha * N) / N over the images
 
     def to_csv_dict(self) -> dict[str, str | int | float]:
         row: dict[str, str | int | float] = {"method": self.method, "value": format_value(self.value), "images": self.images}
@@ -228,15 +228,15 @@ def aggregate(sweeps: Sequence[ImageSweep], method: str) -> list[SweepRow]:
     rows = []
     for index, value in enumerate(values):
         points = [sweep.points[index] for sweep in sweeps]
-        targets = {point.target_retention for point in points}
+        targets = [point.target_retention for point in points if point.target_retention is not None]
         rows.append(
             SweepRow(
                 method=method,
                 value=value,
                 images=len(points),
                 metrics={name: Spread.of(point.metric(name) for point in points) for name in METRICS},
-                # T = round(alpha * N) varies slightly with N; report it only when one number is true.
-                target_retention=targets.pop() if len(targets) == 1 else None,
+                # budget: T / N = round(alpha * N) / N, which varies slightly with N: the mean over images.
+                target_retention=statistics.fmean(targets) if targets else None,
             )
         )
     return rows

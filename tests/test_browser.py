@@ -2,6 +2,7 @@
 loads, sorting works. Skipped when chromium is not installed."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.browser
 
+
+IMAGES = Path(__file__).resolve().parent.parent / "test_img"
 CHROMIUM = next((path for path in (shutil.which("chromium"), "/usr/bin/chromium") if path and os.path.exists(path)), None)
 
 # Appended to a copy of the page (the page itself carries no test code). It runs after every
@@ -64,32 +66,41 @@ def probe(index: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def index_html(tmp_path_factory) -> Path:
-    from apt_viz import APTConfig
-    from apt_viz.html_index import IndexFailure, render_index
+    """A real folder run of the CLI over the test photos plus one broken file."""
+    from apt_viz.cli import main
 
-    from test_html_index import entries_of, write_image_folder
+    root = tmp_path_factory.mktemp("browser")
+    photos = root / "photos"
+    shutil.copytree(IMAGES, photos, ignore=shutil.ignore_patterns("*.md"))
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    out = root / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(photos), "-o", str(out), "-m", "v2", "--alpha", "1.0", "--quiet", "--device", "cpu"])
+    assert exit_info.value.code == 1  # the broken file failed, the photos are done
+    return out / "index.html"
 
-    out = tmp_path_factory.mktemp("browser") / "out"
-    write_image_folder(out, "astronaut", "astronaut.jpg", APTConfig(method="budget", alpha=0.5))
-    write_image_folder(out, "chelsea", "chelsea.jpg", APTConfig(method="budget", alpha=0.2))
-    write_image_folder(out, "coffee", "coffee.jpg", APTConfig(method="budget", alpha=0.8))
-    write_image_folder(out, "rocket", "rocket.jpg", APTConfig(method="budget", alpha=0.35))
-    index = out / "index.html"
-    index.write_text(render_index(out, entries_of(out), [IndexFailure("bad.jpg", "bad.jpg: not a readable image")]))
-    return index
+
+def names_by(stats: list[dict], key, reverse: bool = False) -> str:
+    return "|".join(s["name"] for s in sorted(stats, key=key, reverse=reverse))
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_index_renders_with_every_thumbnail_and_sorts(index_html):
+    stats = json.loads((index_html.parent / "summary.json").read_text())["images"]
+    assert len(stats) == 4
     seen = probe(index_html)
     assert seen.get("probe-done") == "yes", seen
-    assert seen["images"] == "4" and seen["images-loaded"] == "4"
-    assert seen["initial"] == "astronaut|chelsea|coffee|rocket"
-    assert seen["retention-up"] == "chelsea|rocket|astronaut|coffee"  # budget retention follows alpha
-    assert seen["retention-down"] == "coffee|astronaut|rocket|chelsea"
-    assert seen["image-up"] == "astronaut|chelsea|coffee|rocket"
+    assert seen["images"] == "4" and seen["images-loaded"] == "4"  # every thumbnail decoded
+    assert seen["initial"] == "|".join(s["name"] for s in stats)
+    assert len({s["retention"] for s in stats}) == 4  # distinct, so the expected order is unique
+    assert seen["retention-up"] == names_by(stats, lambda s: s["retention"])
+    assert seen["retention-down"] == names_by(stats, lambda s: s["retention"], reverse=True)
+    assert seen["image-up"] == names_by(stats, lambda s: s["name"].lower())
+    assert "broken.jpg: not a readable image" in index_html.read_text()
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_index_screenshot(index_html):
     """The page paints from file:// (a blank page would give a tiny, uniform PNG)."""
@@ -101,3 +112,15 @@ def test_index_screenshot(index_html):
         assert image.size == (1200, 900)
         low, high = image.convert("L").getextrema()
         assert high - low > 100
+
+
+def test_cli_index_has_no_broken_link(index_html):
+    """Not a browser test: every href/src of the CLI's page names a file of the run."""
+    from urllib.parse import unquote
+
+    from test_html_index import parse
+
+    page = parse(index_html.read_text(encoding="utf-8"))
+    assert len(page.sources) == 4
+    for target in page.links + page.sources:
+        assert (index_html.parent / unquote(target)).is_file(), target

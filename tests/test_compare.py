@@ -83,3 +83,23 @@ def test_v1_uses_the_configured_thresholds():
 def test_bad_alpha_is_a_one_line_error(rocket):
     with pytest.raises(ValueError, match="alpha must be > 0"):
         compare_sheet(rocket, [0.5, -1.0])
+
+
+def test_compare_command_writes_the_sheet(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("COLUMNS", "200")  # rich: a table wide enough not to wrap the numbers
+
+    from apt_viz.cli import main
+
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", str(IMAGES / "chelsea.jpg"), "--alphas", "0.4,1.2", "-o", str(out), "--device", "cpu"])
+    assert exit_info.value.code == 0
+    expected = compare_sheet(analyze_image(IMAGES / "chelsea.jpg"), [0.4, 1.2])
+    with Image.open(out / "chelsea.jpg" / "compare.jpg") as sheet:
+        assert sheet.size == expected.image.size
+    printed = capsys.readouterr().out
+    assert "budget at alpha 1.2 skipped" in printed
+    for panel in expected.panels:
+        assert f"{panel.analysis.stats.tokens} / {panel.analysis.stats.base_tokens}" in printed

@@ -8,12 +8,14 @@ import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pytest
 
 from apt_viz import APTConfig, analyze_image
-from apt_viz.html_index import ARTIFACTS, OVERLAY, IndexEntry, IndexFailure, render_index
+from apt_viz.batch import OVERLAY_PATH, InputItem, JobOptions, process_image
+from apt_viz.html_index import render_index
+from apt_viz.report import Failure, setting_text
 
 IMAGES = Path(__file__).resolve().parent.parent / "test_img"
 
@@ -65,21 +67,10 @@ def parse(page: str) -> _Page:
 
 
 def write_image_folder(out: Path, name: str, image: str, config: APTConfig) -> dict:
-    """An image folder in the SPEC 7 layout holding the real stats.json of ``image``.
-
-    The picture files are the resized image: this page only links and shows them, their pixels
-    are the renderer's business (tested by the CLI's folder run in test_browser.py).
-    """
-    analysis = analyze_image(IMAGES / image, config)
-    folder = out / name
-    for relative in [relative for _, relative in ARTIFACTS if relative.endswith(".jpg")] + [
-        f"01_heatmaps/importance_map_scale_{size}.png" for size in config.patch_sizes
-    ]:
-        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-        analysis.resized.save(folder / relative)
-    stats = analysis.to_dict()
-    (folder / "stats.json").write_text(json.dumps(stats))
-    return stats
+    """One image's folder written by the folder run's own worker; returns its stats.json dict."""
+    outcome = process_image(InputItem(str(IMAGES / image), name), JobOptions(config, str(out)))
+    assert outcome.failure is None, outcome.failure
+    return outcome.stats
 
 
 @pytest.fixture(scope="module")
@@ -92,37 +83,37 @@ def out_dir(tmp_path_factory) -> Path:
     return out
 
 
-def entries_of(out: Path) -> list[IndexEntry]:
+def stats_of(out: Path) -> list[dict]:
     return [
-        IndexEntry(folder.name, json.loads((folder / "stats.json").read_text()))
+        json.loads((folder / "stats.json").read_text())
         for folder in sorted(out.iterdir())
         if (folder / "stats.json").is_file()
     ]
 
 
-FAILURES = [IndexFailure("in/broken.jpg", "in/broken.jpg: corrupt or truncated image (image file is truncated)"),
-            IndexFailure("in/<evil>.png", "in/<evil>.png: not a readable image & more")]
+FAILURES = [Failure("in/broken.jpg", "in/broken.jpg: corrupt or truncated image (image file is truncated)"),
+            Failure("in/<evil>.png", "in/<evil>.png: not a readable image & more")]
 
 
 def test_every_link_and_image_resolves(out_dir):
-    page = parse(render_index(out_dir, entries_of(out_dir), FAILURES))
-    targets = page.links + page.sources
-    assert len(page.sources) == 3
-    assert len(page.links) == 1 + 3 * (1 + len(ARTIFACTS) + 3)  # summary.csv; per image: thumb + artifacts + 3 heatmaps
-    for target in targets:
+    stats_list = stats_of(out_dir)
+    page = parse(render_index(out_dir, stats_list, FAILURES))
+    assert len(page.sources) == 3  # one thumbnail per image
+    per_image = 1 + 1 + len(stats_list[0]["artifacts"])  # thumbnail link, stats.json, every artifact
+    assert len(page.links) == 1 + 3 * per_image  # + summary.csv (summary.json does not exist here)
+    for target in page.links + page.sources:
         assert not re.match(r"^[a-z]+:|^//|^/", target), target  # relative, no scheme: opens offline from file://
         assert (out_dir / unquote(target)).is_file(), target
-    assert "coffee%20%231%20%C3%A9/" + OVERLAY in page.sources  # escaped, still resolves
+    assert quote(f"coffee #1 é/{OVERLAY_PATH}") in page.sources  # escaped, and still resolves
 
 
 def test_table_numbers_come_from_stats_json(out_dir):
-    entries = entries_of(out_dir)
-    page = parse(render_index(out_dir, entries, FAILURES))
-    assert [row["name"] for row in page.rows] == [entry.name for entry in entries]
-    for row, entry in zip(page.rows, entries):
-        stats = entry.stats
-        _, name, size, method, setting, tokens, n, retention, llm, llm_ratio, _ = row["cells"]
-        assert name == entry.name and method == stats["method"]
+    stats_list = stats_of(out_dir)
+    page = parse(render_index(out_dir, stats_list, FAILURES))
+    assert [row["name"] for row in page.rows] == [stats["name"] for stats in stats_list]
+    for row, stats in zip(page.rows, stats_list):
+        _, name, size, method, setting, tokens, n, retention, llm, llm_ratio, links = row["cells"]
+        assert name == stats["name"] and method == stats["method"] and setting == setting_text(stats)
         assert size == f"{stats['resized_size']['width']}\u00d7{stats['resized_size']['height']}"
         assert (int(tokens), int(n)) == (stats["tokens"], stats["base_tokens"])
         assert float(retention) == pytest.approx(stats["tokens"] / stats["base_tokens"], abs=5e-4)
@@ -130,35 +121,34 @@ def test_table_numbers_come_from_stats_json(out_dir):
         assert float(llm_ratio) == pytest.approx(stats["qwen2vl"]["llm_ratio"], abs=5e-4)
         keys = row["keys"]  # sort keys are the exact values, not the rounded text
         assert float(keys[7]) == stats["retention"] and int(keys[5]) == stats["tokens"]
-        expected_setting = {"v1": "thresholds 3, 2", "v2": "alpha 1.2 (thresholds", "budget": "alpha 0.3"}[stats["method"]]
-        assert setting.startswith(expected_setting)
-    v2 = next(entry.stats for entry in entries if entry.stats["method"] == "v2")
-    v2_row = next(row for row in page.rows if row["name"] == "chelsea")
-    assert f"{v2['thresholds'][0]:.3g}" in v2_row["cells"][4]  # v2 shows its effective thresholds
+        assert int(keys[2]) == stats["resized_size"]["width"] * stats["resized_size"]["height"]
+        assert links.split() == ["stats", "heatmap", "14", "heatmap", "28", "heatmap", "56", "overlay",
+                                 "original", "resized"]
 
 
 def test_overview_counts_images_and_failures(out_dir):
-    entries = entries_of(out_dir)
-    page = render_index(out_dir, entries, FAILURES)
-    mean = sum(entry.stats["retention"] for entry in entries) / len(entries)
-    tokens = sum(entry.stats["tokens"] for entry in entries)
-    assert f"3 images analysed, 2 failed; mean retention {mean:.3f}, {tokens} of" in page
+    stats_list = stats_of(out_dir)
+    page = render_index(out_dir, stats_list, FAILURES)
+    mean = sum(stats["retention"] for stats in stats_list) / len(stats_list)
+    tokens = sum(stats["tokens"] for stats in stats_list)
+    base = sum(stats["base_tokens"] for stats in stats_list)
+    assert f"3 images analysed, 2 failed; mean retention {mean:.3f}, {tokens} of {base} base patches" in page
 
 
 def test_failures_are_listed_and_escaped(out_dir):
-    page = render_index(out_dir, entries_of(out_dir), FAILURES)
+    page = render_index(out_dir, stats_of(out_dir), FAILURES)
     assert "Failures (2)" in page
     assert html.escape("in/<evil>.png: not a readable image & more") in page
     assert "<evil>" not in page
-    assert 'id="no-failures"' in render_index(out_dir, entries_of(out_dir), [])
+    assert 'id="no-failures"' in render_index(out_dir, stats_of(out_dir), [])
 
 
 def test_missing_artifacts_are_not_linked(out_dir, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(out_dir / "chelsea", out / "chelsea")
-    os.remove(out / "chelsea" / OVERLAY)
+    os.remove(out / "chelsea" / OVERLAY_PATH)
     shutil.rmtree(out / "chelsea" / "01_heatmaps")
-    page_text = render_index(out, entries_of(out))
+    page_text = render_index(out, stats_of(out))
     page = parse(page_text)
     assert page.sources == [] and "no overlay" in page_text
     assert sorted(unquote(link) for link in page.links) == ["chelsea/03_original_resized/original_image.jpg",
@@ -166,8 +156,14 @@ def test_missing_artifacts_are_not_linked(out_dir, tmp_path):
                                                              "chelsea/stats.json"]
 
 
+def test_stats_only_run_links_just_stats(tmp_path):
+    outcome = process_image(InputItem(str(IMAGES / "rocket.jpg"), "rocket"), JobOptions(APTConfig(), str(tmp_path), stats_only=True))
+    page = parse(render_index(tmp_path, [outcome.stats]))
+    assert page.links == ["rocket/stats.json"] and page.sources == []
+
+
 def test_page_is_self_contained(out_dir):
-    page_text = render_index(out_dir, entries_of(out_dir), FAILURES)
+    page_text = render_index(out_dir, stats_of(out_dir), FAILURES)
     page = parse(page_text)
     assert page.scripts_with_src == []  # inline CSS and JS only
     assert not re.search(r"https?:", page_text)
@@ -175,5 +171,5 @@ def test_page_is_self_contained(out_dir):
 
 
 def test_empty_run_still_renders(tmp_path):
-    page = render_index(tmp_path, [], [IndexFailure("a.jpg", "a.jpg: no such file")])
+    page = render_index(tmp_path, [], [Failure("a.jpg", "a.jpg: no such file")])
     assert "0 images analysed, 1 failed" in page and parse(page).rows == []

@@ -188,7 +188,15 @@ def test_aggregate_is_mean_std_min_max_over_images(analyses):
             assert (spread.min, spread.max) == (min(samples), max(samples))
         csv_row = row.to_csv_dict()
         assert tuple(csv_row) == CSV_COLUMNS
-        assert csv_row["value"] == format_value(row.value) and csv_row["target_retention"] == ""
+        assert csv_row["value"] == format_value(row.value) and csv_row["target_retention"] == ""  # v2: no target
+
+
+def test_aggregate_budget_target_is_the_mean_of_each_images_target(analyses):
+    sweeps = [sweep_analysis(analyses[name], "budget", [0.35]) for name in PHOTOS]
+    (row,) = aggregate(sweeps, "budget")
+    targets = [round(0.35 * analyses[name].stats.base_tokens) / analyses[name].stats.base_tokens for name in PHOTOS]
+    assert len(set(targets)) > 1  # N differs, so T / N does too
+    assert row.target_retention == pytest.approx(sum(targets) / len(targets))
 
 
 def test_aggregate_single_image_has_zero_spread(analyses):
@@ -235,3 +243,58 @@ def test_sweep_figure_has_one_point_per_value(analyses):
 def test_image_sweep_is_plain_data(analyses):
     sweep = sweep_analysis(analyses["chelsea.jpg"], "v2", [1.0])
     assert isinstance(sweep, ImageSweep) and sweep.resized_size == analyses["chelsea.jpg"].resized_size
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+def run_cli(*args: str) -> int:
+    from apt_viz.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    return exit_info.value.code
+
+
+def test_sweep_command_csv_matches_single_runs(tmp_path):
+    import csv
+
+    out = tmp_path / "out"
+    assert run_cli("sweep", str(IMAGES), "-m", "budget", "--values", "0.2,0.6", "-o", str(out), "-q", "--device", "cpu") == 0
+    with open(out / "sweep_budget.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["value"] for row in rows] == ["0.2", "0.6"] and list(rows[0]) == list(CSV_COLUMNS)
+    for row in rows:
+        singles = [analyze_image(IMAGES / name, APTConfig(method="budget", alpha=float(row["value"]))).stats for name in PHOTOS]
+        assert int(row["images"]) == len(PHOTOS)
+        assert float(row["tokens_mean"]) == pytest.approx(statistics.fmean(s.tokens for s in singles))
+        assert float(row["retention_std"]) == pytest.approx(statistics.pstdev(s.retention for s in singles))
+        assert float(row["llm_tokens_max"]) == max(s.llm_tokens for s in singles)
+    with open(out / "sweep_budget_per_image.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 2 * len(PHOTOS)
+    from PIL import Image
+
+    with Image.open(out / "sweep_budget.png") as plot:
+        assert plot.format == "PNG" and plot.width > 300
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("-m", "v1", "--values", "0.5"), ("-m", "v2", "--thresholds-grid", "3,2"), ("-m", "budget", "--values", "0.5,2"),
+     ("-m", "v1", "--thresholds-grid", "3"), ("-m", "v2", "--values", "a")],
+)
+def test_sweep_command_usage_errors_write_nothing(tmp_path, args, capsys):
+    out = tmp_path / "out"
+    assert run_cli("sweep", str(IMAGES / "chelsea.jpg"), *args, "-o", str(out)) == 2
+    assert not out.exists()
+    error = capsys.readouterr().err
+    assert "Error" in error and "Traceback" not in error
+
+
+def test_sweep_command_reports_a_broken_input_and_goes_on(tmp_path, capsys):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    out = tmp_path / "out"
+    assert run_cli("sweep", str(broken), str(IMAGES / "rocket.jpg"), "-m", "v2", "--values", "1", "-o", str(out)) == 1
+    captured = capsys.readouterr()
+    assert f"failed: {broken}: not a readable image" in captured.err
+    assert "v2 sweep over 1 image" in captured.out and (out / "sweep_v2.csv").is_file()
