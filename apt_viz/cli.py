@@ -304,13 +304,13 @@ def execute(
             out.print(report.results_table(result.stats))
         if len(items) > 1:
             for line in report.summary_lines(document)[:2]:
-                out.print(line, markup=False)
-        out.print(f"artifacts: {job.output}{os.sep}", markup=False)
+                out.print(line, markup=False, soft_wrap=True)
+        out.print(f"artifacts: {job.output}{os.sep}", markup=False, soft_wrap=True)
     for failure in result.failures:  # stderr, and even with --quiet / --json: errors are never silent
-        err.print(f"failed: {failure.error}", markup=False)
+        err.print(f"failed: {failure.error}", markup=False, soft_wrap=True)
     if result.interrupted:
         err.print("interrupted: finished images are complete; rerun with --skip-existing to do the rest",
-                  markup=False)
+                  markup=False, soft_wrap=True)
         return EXIT_INTERRUPTED
     return EXIT_FAILURES if result.failures else EXIT_OK
 

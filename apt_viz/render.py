@@ -7,6 +7,7 @@ render in a few tens of milliseconds.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
@@ -31,6 +32,7 @@ TEXT = (20, 20, 20)
 FONT_SIZE = 13
 COLORBAR_WIDTH = 16
 MARGIN = 8
+TITLE_HEIGHT = FONT_SIZE + 6 + MARGIN // 2  # the heatmap starts this far below the top
 
 
 # --- building blocks -----------------------------------------------------------------------------
@@ -130,21 +132,27 @@ def format_number(value: float) -> str:
 
 # --- heatmap -------------------------------------------------------------------------------------
 
-def heatmap_image(
-    scores: Any,
-    cell_size: int,
-    image_size: tuple[int, int],
-    *,
-    split: Any | None = None,
-    label: str = "importance",
-) -> Image.Image:
-    """Inferno heatmap of one scale's importance map at the resized image size, with a colour bar.
+@dataclass(frozen=True)
+class HeatmapPixels:
+    """A heatmap before decoration: (H, W, 3) uint8 pixels and what the caption reports."""
+
+    pixels: np.ndarray
+    low: float  # colour range, over the whole (non-partial) cells
+    high: float
+    cells: int
+    split: int | None  # cells outlined as split (None: not shown)
+    partial: int
+
+
+def heatmap_pixels(
+    scores: Any, cell_size: int, image_size: tuple[int, int], *, split: Any | None = None
+) -> HeatmapPixels:
+    """Inferno colours of one scale's cell scores at the resized image size (nearest-neighbour cells).
 
     ``scores``: (rows, cols) cell scores of the ``cell_size`` grid; ``image_size``: (width, height)
     of the resized image. The colour range is taken from the whole (non-partial) cells only, so the
     entropy scorer's ``pad_value`` (1e6) on padded cells does not flatten it; partial cells are
-    drawn as grey stripes. ``split`` (bool, rows x cols) outlines the cells that will be split in
-    cyan. The title names the scale and the value range.
+    grey stripes. ``split`` (bool, rows x cols) outlines the cells that will be split in cyan.
     """
     width, height = image_size
     values = to_numpy(scores).astype(np.float64)
@@ -157,27 +165,41 @@ def heatmap_image(
     colours = inferno_lut()[(level * 255).round().astype(np.uint8)]  # (rows, cols, 3)
     pixels = expand_cells(colours, cell_size, height, width).copy()
 
-    if partial.any():
-        stripes = expand_cells(partial, cell_size, height, width) & _hatch(height, width)
-        plain = expand_cells(partial, cell_size, height, width) & ~stripes
-        pixels[stripes] = PARTIAL_HATCH[1]
-        pixels[plain] = PARTIAL_HATCH[0]
-    n_split = 0
+    partial_pixels = expand_cells(partial, cell_size, height, width)
+    stripes = _hatch(height, width)
+    pixels[partial_pixels & stripes] = PARTIAL_HATCH[1]
+    pixels[partial_pixels & ~stripes] = PARTIAL_HATCH[0]
+    n_split = None
     if split is not None:
         split_grid = to_numpy(split).astype(bool)
         n_split = int(split_grid.sum())
-        outline = expand_cells(split_grid, cell_size, height, width) & _cell_edges(
-            height, width, cell_size, thickness=1 if cell_size < 28 else 2
-        )
+        thickness = 1 if cell_size < 28 else 2
+        outline = expand_cells(split_grid, cell_size, height, width) & _cell_edges(height, width, cell_size, thickness)
         pixels[outline] = SPLIT_OUTLINE
+    return HeatmapPixels(pixels, low, high, int(values.size), n_split, int(partial.sum()))
 
-    title = f"{label}, scale {cell_size} px: range [{format_number(low)}, {format_number(high)}]"
+
+def heatmap_image(
+    scores: Any,
+    cell_size: int,
+    image_size: tuple[int, int],
+    *,
+    split: Any | None = None,
+    label: str = "importance",
+) -> Image.Image:
+    """:func:`heatmap_pixels` with a title (scale, value range), a colour bar and a key below.
+
+    The heatmap itself sits at (0, :data:`TITLE_HEIGHT`) of the returned image, at the resized
+    image size, so it lines up with the overlay.
+    """
+    heat = heatmap_pixels(scores, cell_size, image_size, split=split)
+    title = f"{label}, scale {cell_size} px: range [{format_number(heat.low)}, {format_number(heat.high)}]"
     notes = []
-    if split is not None:
-        notes.append((SPLIT_OUTLINE, f"split: {n_split} of {values.size} cells"))
-    if partial.any():
-        notes.append((PARTIAL_HATCH[0], f"partial (past the image edge): {int(partial.sum())}"))
-    return _heatmap_canvas(Image.fromarray(pixels), title, low, high, notes)
+    if heat.split is not None:
+        notes.append((SPLIT_OUTLINE, f"split: {heat.split} of {heat.cells} cells"))
+    if heat.partial:
+        notes.append((PARTIAL_HATCH[0], f"partial (past the image edge): {heat.partial}"))
+    return _heatmap_canvas(Image.fromarray(heat.pixels), title, heat.low, heat.high, notes)
 
 
 def _heatmap_canvas(
@@ -185,7 +207,7 @@ def _heatmap_canvas(
 ) -> Image.Image:
     """Title above, colour bar with ticks to the right, notes (swatch + text) below."""
     width, height = heatmap.size
-    line = FONT_SIZE + 6
+    line = TITLE_HEIGHT - MARGIN // 2
     ticks = [format_number(high), format_number((low + high) / 2), format_number(low)]
     bar_area = MARGIN + COLORBAR_WIDTH + 4 + max(_text_width(t) for t in ticks) + MARGIN
     content_width = max(
@@ -195,7 +217,7 @@ def _heatmap_canvas(
     canvas = Image.new("RGB", (content_width, canvas_height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     draw.text((MARGIN, 3), title, fill=TEXT, font=font())
-    top = line + MARGIN // 2
+    top = TITLE_HEIGHT
     canvas.paste(heatmap, (0, top))
 
     bar_height = max(height, 3 * line)

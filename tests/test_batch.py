@@ -1,0 +1,133 @@
+"""batch + atomic: input expansion and unique names, atomic writes, one image's folder, pool == serial."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from PIL import Image
+
+from apt_viz import atomic
+from apt_viz.batch import (
+    InputError,
+    InputItem,
+    JobOptions,
+    StopFlag,
+    expand_inputs,
+    process_image,
+    run_batch,
+)
+from apt_viz.config import APTConfig
+from apt_viz.pipeline import analyze_image
+
+CPU = APTConfig(device="cpu")
+
+
+# --- atomic --------------------------------------------------------------------------------------
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    target = tmp_path / "deep" / "stats.json"
+    atomic.write_json(target, {"a": 1})
+    atomic.write_json(target, {"a": 2})
+    assert json.loads(target.read_text()) == {"a": 2}
+    assert atomic.leftover_temp_files(tmp_path) == []
+
+
+def test_atomic_write_interrupted_keeps_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "data.bin"
+    atomic.write_bytes(target, b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.atomic_open(target, "wb") as handle:
+            handle.write(b"half of the new")
+            raise KeyboardInterrupt
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["data.bin"]
+
+
+def test_atomic_refuses_nan_json_and_unknown_extension(tmp_path):
+    with pytest.raises(ValueError):
+        atomic.write_json(tmp_path / "x.json", {"x": float("nan")})
+    with pytest.raises(ValueError, match="unknown image extension"):
+        atomic.save_image(Image.new("RGB", (2, 2)), tmp_path / "x.notanimage")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_image_round_trip(tmp_path):
+    picture = Image.new("RGB", (7, 5), (10, 20, 30))
+    atomic.save_image(picture, tmp_path / "p.png")
+    with Image.open(tmp_path / "p.png") as back:
+        assert back.format == "PNG" and back.size == (7, 5) and back.getpixel((3, 3)) == (10, 20, 30)
+
+
+# --- inputs --------------------------------------------------------------------------------------
+
+def _touch_image(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (30, 30), (90, 90, 90)).save(path)
+
+
+def test_expand_inputs_names_are_unique_and_stable(tmp_path):
+    for rel in ("cat.jpg", "cat.png", "sub/cat.jpg", "sub/deeper/dog.jpg", ".hidden.jpg"):
+        _touch_image(tmp_path / "in" / rel)
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    items, any_folder = expand_inputs([tmp_path / "in"], recursive=True)
+    assert any_folder
+    assert [item.name for item in items] == ["cat.jpg", "cat.png", "sub__cat.jpg", "sub__deeper__dog.jpg"]
+    flat, _ = expand_inputs([tmp_path / "in"], recursive=False)
+    assert [item.name for item in flat] == ["cat.jpg", "cat.png"]
+
+
+def test_expand_inputs_same_basename_and_excluded_output(tmp_path):
+    _touch_image(tmp_path / "a" / "x.jpg")
+    _touch_image(tmp_path / "b" / "x.jpg")
+    _touch_image(tmp_path / "a" / "out" / "old.jpg")  # a previous output folder inside the input
+    items, any_folder = expand_inputs([tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg"])
+    assert not any_folder and [item.name for item in items] == ["x.jpg", "x.jpg~2"]
+    items, _ = expand_inputs([tmp_path / "a"], recursive=True, exclude=tmp_path / "a" / "out")
+    assert [item.name for item in items] == ["x.jpg"]
+    with pytest.raises(InputError, match="missing.jpg: no such file"):
+        expand_inputs([tmp_path / "missing.jpg"])
+
+
+# --- one image and many --------------------------------------------------------------------------
+
+def test_process_image_writes_spec_layout_stats_last(tmp_path, photo_paths):
+    options = JobOptions(CPU.replace(method="budget", alpha=0.25), str(tmp_path))
+    outcome = process_image(InputItem(str(photo_paths["coffee"]), "coffee.jpg"), options)
+    assert outcome.failure is None
+    folder = tmp_path / "coffee.jpg"
+    expected = analyze_image(photo_paths["coffee"], CPU.replace(method="budget", alpha=0.25)).to_dict()
+    stats = json.loads((folder / "stats.json").read_text())
+    assert {k: v for k, v in stats.items() if k not in ("name", "artifacts")} == expected
+    for rel in stats["artifacts"]:
+        assert (folder / rel).is_file()
+    stats_time = (folder / "stats.json").stat().st_mtime_ns
+    assert all((folder / rel).stat().st_mtime_ns <= stats_time for rel in stats["artifacts"])
+
+
+def test_pool_matches_serial_and_skip_existing(tmp_path, photo_paths):
+    items = [InputItem(str(path), f"{name}.jpg") for name, path in sorted(photo_paths.items())]
+    serial = run_batch(items, JobOptions(CPU, str(tmp_path / "serial"), stats_only=True))
+    pooled = run_batch(items, JobOptions(CPU, str(tmp_path / "pool"), stats_only=True), workers=2)
+    assert [s["tokens"] for s in serial.stats] == [s["tokens"] for s in pooled.stats]
+    assert [s["name"] for s in pooled.stats] == [item.name for item in items]  # input order kept
+    assert not any((tmp_path / "pool" / item.name / "01_heatmaps").exists() for item in items)
+
+    shutil.rmtree(tmp_path / "pool" / "coffee.jpg")
+    done = []
+    again = run_batch(items, JobOptions(CPU, str(tmp_path / "pool"), stats_only=True), skip_existing=True,
+                      on_done=lambda outcome: done.append((outcome.item.name, outcome.skipped)))
+    assert again.skipped == 3 and sorted(done) == [("astronaut.jpg", True), ("chelsea.jpg", True),
+                                                   ("coffee.jpg", False), ("rocket.jpg", True)]
+    assert [s["tokens"] for s in again.stats] == [s["tokens"] for s in serial.stats]
+
+
+def test_stop_flag_stops_before_next_image(tmp_path, photo_paths):
+    items = [InputItem(str(path), f"{name}.jpg") for name, path in sorted(photo_paths.items())]
+    stop = StopFlag()
+    result = run_batch(items, JobOptions(CPU, str(tmp_path), stats_only=True),
+                       on_done=lambda _outcome: stop.handle(2, None), stop=stop)
+    assert result.interrupted and len(result.stats) == 1
+    with pytest.raises(KeyboardInterrupt):  # a second signal aborts at once
+        stop.handle(2, None)
