@@ -1,0 +1,328 @@
+"""Qwen2-VL image processors for Hugging Face ``transformers`` that also return the APT view.
+
+``APTQwen2VLImageProcessor`` (torchvision backend, the default) and ``APTQwen2VLImageProcessorPil``
+return ``pixel_values`` and ``image_grid_thw`` exactly as their stock classes do, so stock models
+and the stock ``<|image_pad|>`` expansion are unchanged, plus the mixed-scale patches an
+APT-aware modeling file needs (``APT_OUTPUT_KEYS``). The selection runs on each image as the stock
+processor resized it, through the core library (scoring -> selection -> accounting), so it is the
+same as :class:`apt_viz.PatchTokenizer` on that image.
+
+Settings (``patch_selection_method``, ``alpha``, ``thresholds``, ``scorer``) can be given at
+construction, set as attributes, or passed per call (also as ``images_kwargs`` of
+``Qwen2VLProcessor``); ``save_pretrained`` / ``from_pretrained`` keep them.
+
+Importing this module imports transformers and torchvision; ``import apt_viz`` does not.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from transformers import AutoImageProcessor, PretrainedConfig
+from transformers.image_processing_utils import BatchFeature
+from transformers.image_transforms import group_images_by_shape, reorder_images
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+    Qwen2VLImageProcessorKwargs,
+    Qwen2VLImageProcessorPil,
+)
+from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+from .accounting import TokenStats, token_stats
+from .config import APTConfig
+from .scoring import compute_importance_maps
+from .selection import Selection, select_patches
+from .tokenizer import PatchTokenizer
+
+APT_SETTINGS = ("patch_selection_method", "alpha", "thresholds", "scorer")
+APT_OUTPUT_KEYS = (
+    "apt_pixel_values",
+    "apt_patch_sizes",
+    "apt_patch_positions",
+    "apt_num_tokens",
+    "apt_num_llm_tokens",
+)
+# Per-call results kept on the processor; never serialized by save_pretrained.
+_LAST_CALL_ATTRIBUTES = ("last_budget_info", "last_thresholds", "last_token_stats")
+
+
+class APTQwen2VLImageProcessorKwargs(Qwen2VLImageProcessorKwargs, total=False):
+    r"""
+    patch_selection_method (`str`, *optional*, defaults to `"v1"`):
+        APT selection: `"v1"` fixed thresholds, `"v2"` thresholds `alpha * mean(score)`, `"budget"`
+        `round(alpha * N)` tokens.
+    alpha (`float`, *optional*, defaults to 1.0):
+        v2 threshold scale (> 0) or budget fraction of the base patches (in (0, 1]); unused by v1.
+    thresholds (`list[float]`, *optional*):
+        v1 thresholds, one per scale above the base (defaults to `[3.0, 2.0]` for 28 and 56 px).
+    scorer (`str`, *optional*, defaults to `"entropy"`):
+        Importance scorer: `"entropy"`, `"laplacian"` or `"upsample_mse"`.
+    """
+
+    # transformers validates call kwargs strictly against these types: accept ints and tuples too.
+    patch_selection_method: str
+    alpha: float | int
+    thresholds: list[float | int] | tuple[float | int, ...] | None
+    scorer: str
+
+
+def apt_config(
+    patch_selection_method: Any,
+    alpha: Any,
+    thresholds: Any,
+    scorer: Any,
+    patch_size: int,
+    merge_size: int,
+) -> APTConfig:
+    """The settings as a validated :class:`APTConfig`; ``ValueError`` (one line) when unusable."""
+    if not isinstance(patch_selection_method, str):
+        raise ValueError(f"patch_selection_method must be a string, got {patch_selection_method!r}")
+    if not isinstance(scorer, str):
+        raise ValueError(f"scorer must be a string, got {scorer!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise ValueError(f"alpha must be a number, got {alpha!r}")
+    if thresholds is not None:
+        if isinstance(thresholds, (str, bytes)) or not isinstance(thresholds, Sequence) or not all(
+            isinstance(t, numbers.Real) and not isinstance(t, bool) for t in thresholds
+        ):
+            raise ValueError(f"thresholds must be a list of numbers, got {thresholds!r}")
+    return APTConfig(
+        patch_size=patch_size,
+        merge_size=merge_size,
+        scorer=scorer,
+        method=patch_selection_method,
+        alpha=float(alpha),
+        thresholds=None if thresholds is None else tuple(thresholds),
+    )
+
+
+@dataclass
+class ImageAPTView:
+    """The APT view of one image (rows in the order documented on :func:`apt_view`)."""
+
+    pixel_values: torch.Tensor  # (n, C * T * p * p)
+    patch_sizes: torch.Tensor  # (n,) cell size in pixels
+    patch_positions: torch.Tensor  # (n, 2) (row, col) of the top-left base cell
+    selection: Selection
+    stats: TokenStats
+
+
+def unpatchify(
+    rows: torch.Tensor, grid_h: int, grid_w: int, patch_size: int, merge_size: int, temporal_patch_size: int
+) -> torch.Tensor:
+    """Inverse of the stock Qwen2-VL ``patchify`` for one image: (grid_h * grid_w, C*T*p*p) -> (1, C, H, W).
+
+    Takes the first temporal copy (an image's copies are identical).
+    """
+    p, m, t = patch_size, merge_size, temporal_patch_size
+    channels = rows.shape[-1] // (t * p * p)
+    blocks = rows.reshape(grid_h // m, grid_w // m, m, m, channels, t, p, p)[..., 0, :, :]
+    # (gh/m, gw/m, m, m, C, p, p) -> (C, gh/m, m, p, gw/m, m, p)
+    image = blocks.permute(4, 0, 2, 5, 1, 3, 6).reshape(channels, grid_h * p, grid_w * p)
+    return image.unsqueeze(0)
+
+
+def merge_block_order(rows: torch.Tensor, cols: torch.Tensor, grid_w: int, merge_size: int) -> torch.Tensor:
+    """Permutation that sorts base cells (row, col) into the stock ``pixel_values`` order:
+    m x m merge blocks in raster order, raster order inside each block."""
+    m = merge_size
+    blocks_per_row = -(-grid_w // m)
+    key = ((rows // m) * blocks_per_row + cols // m) * (m * m) + (rows % m) * m + cols % m
+    return torch.argsort(key)
+
+
+def apt_view(
+    image_255: torch.Tensor,
+    normalized: torch.Tensor,
+    config: APTConfig,
+    temporal_patch_size: int,
+) -> ImageAPTView:
+    """APT selection of one resized image and its patches in the stock row format.
+
+    ``image_255`` (1, C, H, W) in [0, 255] is scored; ``normalized`` (1, C, H, W) (the pixels the
+    stock processor emitted) gives the patches. Rows are ordered scale by scale, smallest first;
+    base (14 px) rows follow the stock ``pixel_values`` order (merge blocks), so every
+    ``merge_size**2`` consecutive base rows are one LLM token as in stock Qwen2-VL; larger cells
+    follow the raster order of their own grid. A cell of size ``p * 2**i`` is the zero-padded
+    normalized image downsampled by ``2**i`` (``PatchTokenizer.construct_patch_groups``), repeated
+    ``temporal_patch_size`` times and flattened channel-major like a stock row.
+    """
+    height, width = image_255.shape[-2:]
+    maps = compute_importance_maps(
+        image_255, config.scorer, config.patch_size, config.num_scales, bins=config.bins, aggregate=config.aggregate
+    )
+    selection = select_patches(
+        maps, config.method, alpha=config.alpha, thresholds=config.thresholds, image_size=(height, width)
+    )
+    tokenizer = PatchTokenizer(num_scales=config.num_scales, base_patch_size=config.patch_size)
+    groups = tokenizer.construct_patch_groups(normalized, selection.masks)
+
+    rows, sizes, positions = [], [], []
+    base_cols = normalized.shape[-1] // config.patch_size
+    for level, size in enumerate(config.patch_sizes):
+        patches = groups[f"resized_patches_{size}"]  # (n, C, p, p), raster order of this grid
+        cell_rows, cell_cols = selection.masks[size][0].nonzero(as_tuple=True)  # same raster order
+        if level == 0:
+            order = merge_block_order(cell_rows, cell_cols, base_cols, config.merge_size)
+            patches, cell_rows, cell_cols = patches[order], cell_rows[order], cell_cols[order]
+        count, channels, p, _ = patches.shape
+        rows.append(
+            patches.unsqueeze(2)
+            .expand(count, channels, temporal_patch_size, p, p)
+            .reshape(count, channels * temporal_patch_size * p * p)
+        )
+        sizes.append(torch.full((count,), size, dtype=torch.long))
+        scale = 2**level  # a cell of grid i starts at base cell (r * 2^i, c * 2^i)
+        positions.append(torch.stack([cell_rows, cell_cols], dim=1).long().cpu() * scale)
+    return ImageAPTView(
+        pixel_values=torch.cat(rows),
+        patch_sizes=torch.cat(sizes),
+        patch_positions=torch.cat(positions),
+        selection=selection,
+        stats=token_stats(selection.masks, config.merge_size)[0],
+    )
+
+
+class _APTMixin:
+    """Shared by both backends: settings, validation, and the APT view added to the stock output."""
+
+    valid_kwargs = APTQwen2VLImageProcessorKwargs
+    patch_selection_method = "v1"
+    alpha = 1.0
+    thresholds = None
+    scorer = "entropy"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.thresholds is not None:
+            self.thresholds = [float(t) for t in self.thresholds]  # JSON-friendly
+        self.last_budget_info: list[dict[str, Any]] | None = None
+        self.last_thresholds: list[list[float]] | None = None
+        self.last_token_stats: list[TokenStats] | None = None
+        # Fail at construction, not at the first call.
+        apt_config(
+            self.patch_selection_method, self.alpha, self.thresholds, self.scorer, self.patch_size, self.merge_size
+        )
+
+    def _resize_like_stock(self, images: list, size: Any, resample: Any, factor: int, **kwargs: Any) -> list:
+        raise NotImplementedError
+
+    def _preprocess(
+        self,
+        images: list,
+        do_resize: bool,
+        size: Any,
+        resample: Any,
+        do_rescale: bool,
+        rescale_factor: float,
+        patch_size: int,
+        temporal_patch_size: int,
+        merge_size: int,
+        return_tensors: Any = None,
+        patch_selection_method: str = "v1",
+        alpha: float = 1.0,
+        thresholds: Sequence[float] | None = None,
+        scorer: str = "entropy",
+        **kwargs: Any,
+    ) -> BatchFeature:
+        # Call kwargs, else the attributes (filled in by the stock preprocess): validated on every call.
+        config = apt_config(patch_selection_method, alpha, thresholds, scorer, patch_size, merge_size)
+        # Resize here with the stock code, then let the stock _preprocess do the rest on the same
+        # images: its outputs stay bit-identical and APT scores exactly what it normalized.
+        if do_resize:
+            images = self._resize_like_stock(
+                images, size=size, resample=resample, factor=patch_size * merge_size, **kwargs
+            )
+        stock = super()._preprocess(
+            images,
+            do_resize=False,
+            size=size,
+            resample=resample,
+            do_rescale=do_rescale,
+            rescale_factor=rescale_factor,
+            patch_size=patch_size,
+            temporal_patch_size=temporal_patch_size,
+            merge_size=merge_size,
+            return_tensors=return_tensors,
+            **kwargs,
+        )
+        # Without do_rescale the inputs are taken as already rescaled; scoring wants [0, 255].
+        to_255 = 1.0 if do_rescale else 1.0 / rescale_factor
+        pixel_values = torch.as_tensor(stock["pixel_values"])
+        grids = torch.as_tensor(stock["image_grid_thw"]).tolist()
+        views, offset = [], 0
+        for image, (_, grid_h, grid_w) in zip(images, grids):
+            stock_rows = pixel_values[offset : offset + grid_h * grid_w]
+            offset += grid_h * grid_w
+            normalized = unpatchify(stock_rows, grid_h, grid_w, patch_size, merge_size, temporal_patch_size)
+            image_255 = torch.as_tensor(image).to(normalized.device, torch.float32) * to_255
+            views.append(apt_view(image_255.clamp(0, 255).unsqueeze(0), normalized, config, temporal_patch_size))
+
+        self.last_budget_info = [v.selection.budget_info[0] for v in views] if config.method == "budget" else None
+        self.last_thresholds = (
+            None if config.method == "budget" else [v.selection.thresholds[0].tolist() for v in views]
+        )
+        self.last_token_stats = [v.stats for v in views]
+        apt = {
+            "apt_pixel_values": torch.cat([v.pixel_values for v in views]),
+            "apt_patch_sizes": torch.cat([v.patch_sizes for v in views]),
+            "apt_patch_positions": torch.cat([v.patch_positions for v in views]),
+            "apt_num_tokens": torch.tensor([v.stats.tokens for v in views], dtype=torch.long),
+            "apt_num_llm_tokens": torch.tensor([v.stats.llm_tokens for v in views], dtype=torch.long),
+        }
+        if isinstance(stock["pixel_values"], np.ndarray):  # same array type as the stock outputs
+            apt = {key: value.cpu().numpy() for key, value in apt.items()}
+        return BatchFeature(data={**stock, **apt}, tensor_type=return_tensors)
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        for name in _LAST_CALL_ATTRIBUTES:
+            output.pop(name, None)
+        return output
+
+
+class APTQwen2VLImageProcessor(_APTMixin, Qwen2VLImageProcessor):
+    """Qwen2-VL image processor (torchvision backend) that also returns the APT view."""
+
+    def _resize_like_stock(self, images: list, size: Any, resample: Any, factor: int, **kwargs: Any) -> list:
+        # The stock resize loop: same-shape images are resized together, then put back in order.
+        grouped, index = group_images_by_shape(images, disable_grouping=kwargs.get("disable_grouping"))
+        resized = {
+            shape: self.resize(images=stacked, size=size, resample=resample, factor=factor)
+            for shape, stacked in grouped.items()
+        }
+        return reorder_images(resized, index)
+
+
+class APTQwen2VLImageProcessorPil(_APTMixin, Qwen2VLImageProcessorPil):
+    """Qwen2-VL image processor (PIL backend) that also returns the APT view."""
+
+    def _resize_like_stock(self, images: list, size: Any, resample: Any, factor: int, **kwargs: Any) -> list:
+        return [self.resize(image, size=size, resample=resample, factor=factor) for image in images]
+
+
+class APTQwen2VLRegistryKey(PretrainedConfig):
+    """Not a model config: the key under which the APT image processors are registered with
+    ``AutoImageProcessor``, so a saved checkpoint (its ``image_processor_type``) loads back through
+    ``AutoImageProcessor``, ``AutoProcessor`` and ``Qwen2VLProcessor.from_pretrained``."""
+
+    model_type = "apt_qwen2_vl"
+
+
+AutoImageProcessor.register(
+    APTQwen2VLRegistryKey,
+    image_processor_classes={"torchvision": APTQwen2VLImageProcessor, "pil": APTQwen2VLImageProcessorPil},
+    exist_ok=True,
+)
+
+__all__ = [
+    "APT_OUTPUT_KEYS",
+    "APTQwen2VLImageProcessor",
+    "APTQwen2VLImageProcessorKwargs",
+    "APTQwen2VLImageProcessorPil",
+    "apt_config",
+    "apt_view",
+    "unpatchify",
+]
