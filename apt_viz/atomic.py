@@ -21,6 +21,16 @@ TEMP_SUFFIX = ".apt-tmp"
 PathLike = str | os.PathLike
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by the owner only; artifacts get the usual 0o666 minus the umask.
+FILE_MODE = 0o666 & ~_current_umask()
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "wb", *, encoding: str | None = None) -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``.
@@ -36,6 +46,7 @@ def atomic_open(path: PathLike, mode: str = "wb", *, encoding: str | None = None
     os.makedirs(folder, exist_ok=True)
     fd, temp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=TEMP_SUFFIX, dir=folder)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, mode, encoding=(encoding or "utf-8") if mode == "w" else None) as handle:
             yield handle
             handle.flush()

@@ -165,10 +165,11 @@ def heatmap_pixels(
     colours = inferno_lut()[(level * 255).round().astype(np.uint8)]  # (rows, cols, 3)
     pixels = expand_cells(colours, cell_size, height, width).copy()
 
-    partial_pixels = expand_cells(partial, cell_size, height, width)
-    stripes = _hatch(height, width)
-    pixels[partial_pixels & stripes] = PARTIAL_HATCH[1]
-    pixels[partial_pixels & ~stripes] = PARTIAL_HATCH[0]
+    if partial.any():
+        partial_pixels = expand_cells(partial, cell_size, height, width)
+        stripes = _hatch(height, width)
+        pixels[partial_pixels & stripes] = PARTIAL_HATCH[1]
+        pixels[partial_pixels & ~stripes] = PARTIAL_HATCH[0]
     n_split = None
     if split is not None:
         split_grid = to_numpy(split).astype(bool)

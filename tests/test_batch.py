@@ -32,6 +32,9 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     atomic.write_json(target, {"a": 2})
     assert json.loads(target.read_text()) == {"a": 2}
     assert atomic.leftover_temp_files(tmp_path) == []
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # like open(), not mkstemp's 0o600
 
 
 def test_atomic_write_interrupted_keeps_old_file_and_no_temp(tmp_path):
