@@ -154,11 +154,12 @@ def process_image(item: InputItem, options: JobOptions) -> Outcome:
         detail = f"\n{traceback.format_exc()}" if options.debug else ""
         return Outcome(item, failure=Failure(item.path, f"{item.path}: {type(exc).__name__}: {exc}{detail}"))
 
-    artifacts = []
-    if not options.stats_only:
-        artifacts = write_image_artifacts(analysis, original, folder)
-    stats = {"name": item.name, **analysis.to_dict(), "artifacts": artifacts}
-    write_json(os.path.join(folder, STATS_FILE), stats)  # last: marks the folder complete
+    try:
+        artifacts = [] if options.stats_only else write_image_artifacts(analysis, original, folder)
+        stats = {"name": item.name, **analysis.to_dict(), "artifacts": artifacts}
+        write_json(os.path.join(folder, STATS_FILE), stats)  # last: marks the folder complete
+    except OSError as exc:  # disk full, permissions: this input fails, the run goes on
+        return Outcome(item, failure=Failure(item.path, f"{item.path}: cannot write {folder}: {exc.strerror or exc}"))
     return Outcome(item, stats=stats)
 
 

@@ -236,7 +236,7 @@ def run_command(
     """Analyse images: importance heatmaps, patch overlay, stats.json, and a table of the tokens.
 
     Each input gets OUTPUT/<name>/ with 01_heatmaps/, 02_patches_grid/, 03_original_resized/ and
-    stats.json; a folder run adds OUTPUT/summary.json and OUTPUT/summary.csv.
+    stats.json; a folder run adds OUTPUT/summary.json, summary.csv and index.html.
     """
     config = build_config(
         method=patch_selection_method.value, alpha=alpha, thresholds=thresholds, scorer=scorer.value,
@@ -303,7 +303,7 @@ def execute(
         if result.stats:
             out.print(report.results_table(result.stats))
         if len(items) > 1:
-            for line in report.summary_lines(document)[:2]:
+            for line in report.summary_lines(document):
                 out.print(line, markup=False, soft_wrap=True)
         out.print(f"artifacts: {job.output}{os.sep}", markup=False, soft_wrap=True)
     for failure in result.failures:  # stderr, and even with --quiet / --json: errors are never silent

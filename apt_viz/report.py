@@ -175,7 +175,7 @@ def results_table(stats_list: Sequence[Stats], max_rows: int = MAX_TABLE_ROWS) -
 
 
 def summary_lines(document: Mapping[str, Any]) -> list[str]:
-    """Closing lines of a multi-image run: counts, retention mean/min/max, and each failure."""
+    """Closing lines of a multi-image run: counts and retention mean/min/max (failures are listed apart)."""
     summary = document["summary"]
     lines = [f"{summary['images']} image(s) done, {summary['failed']} failed"
              + (f", {summary['skipped_existing']} already done (skipped)" if summary["skipped_existing"] else "")
@@ -187,5 +187,4 @@ def summary_lines(document: Mapping[str, Any]) -> list[str]:
             f"LLM tokens {summary['llm_tokens']} / {summary['baseline_llm_tokens']} "
             f"({format_percent(summary['overall_llm_ratio'])})"
         )
-    lines.extend(f"failed: {failure['error']}" for failure in document["failures"])
     return lines

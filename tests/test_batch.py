@@ -134,3 +134,11 @@ def test_stop_flag_stops_before_next_image(tmp_path, photo_paths):
     assert result.interrupted and len(result.stats) == 1
     with pytest.raises(KeyboardInterrupt):  # a second signal aborts at once
         stop.handle(2, None)
+
+
+def test_write_error_is_a_failure_of_that_input(tmp_path, photo_paths):
+    (tmp_path / "coffee.jpg").write_text("a file where the image folder should go")
+    outcome = process_image(InputItem(str(photo_paths["coffee"]), "coffee.jpg"), JobOptions(CPU, str(tmp_path)))
+    assert outcome.stats is None
+    assert outcome.failure.error.startswith(f"{photo_paths['coffee']}: cannot write {tmp_path / 'coffee.jpg'}")
+    assert "\n" not in outcome.failure.error
