@@ -1,0 +1,98 @@
+"""Qwen2-VL token accounting (SPEC 5) on hand-made masks and on a budget run over a photo."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from apt_viz import APTConfig, analyze_image
+from apt_viz.accounting import token_stats
+from apt_viz.selection import select_patches_by_budget
+
+from conftest import PHOTO_PATHS
+
+
+def _t(rows: list[list[float]]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32).unsqueeze(0)
+
+
+# The v1 result of test_selection's hand-made maps (112x112, base grid 8x8).
+HAND_MASKS = {
+    14: _t([[0, 0, 0, 0, 0, 0, 1, 1],
+            [0, 0, 0, 0, 0, 0, 1, 1],
+            [0, 0, 0, 0, 1, 1, 0, 0],
+            [0, 0, 0, 0, 1, 1, 0, 0],
+            [0, 0, 1, 1, 0, 0, 0, 0],
+            [0, 0, 1, 1, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0, 0, 0]]),
+    28: _t([[0, 0, 1, 0],
+            [0, 0, 0, 1],
+            [1, 0, 0, 0],
+            [0, 1, 0, 0]]),
+    56: _t([[1, 0],
+            [0, 1]]),
+}
+
+
+def test_hand_made_masks():
+    (stats,) = token_stats(HAND_MASKS, merge_size=2)
+    assert stats.tokens_per_scale == {14: 16, 28: 4, 56: 2}
+    assert stats.tokens == 22 and stats.base_tokens == 64
+    # 16 base cells = 4 whole 2x2 merge groups -> 4 LLM tokens; each larger cell is 1.
+    assert stats.llm_tokens == 16 // 4 + 4 + 2 == 10
+    assert stats.baseline_llm_tokens == 64 // 4
+    assert stats.retention == pytest.approx(22 / 64)
+    assert stats.llm_retention == pytest.approx(10 / 16)
+    as_json = stats.to_dict()
+    assert as_json["tokens_per_scale"] == {"14": 16, "28": 4, "56": 2}
+    assert as_json["retention"] == pytest.approx(22 / 64) and as_json["llm_retention"] == pytest.approx(10 / 16)
+
+
+def test_no_apt_is_the_baseline():
+    masks = {14: torch.ones(1, 8, 10), 28: torch.zeros(1, 4, 5), 56: torch.zeros(1, 2, 3)}
+    (stats,) = token_stats(masks)
+    assert (stats.tokens, stats.llm_tokens, stats.baseline_llm_tokens) == (80, 20, 20)
+    assert stats.retention == stats.llm_retention == 1.0
+
+
+def test_merge_size_one_counts_every_patch():
+    (stats,) = token_stats(HAND_MASKS, merge_size=1)
+    assert stats.llm_tokens == stats.tokens == 22 and stats.baseline_llm_tokens == 64
+
+
+def test_batch_gives_one_stats_per_image():
+    masks = {s: torch.cat([m, torch.zeros_like(m)]) for s, m in HAND_MASKS.items()}
+    masks[56][1] = 1.0  # second image: only the four 56-px cells
+    first, second = token_stats(masks)
+    assert first.llm_tokens == 10
+    assert (second.tokens, second.llm_tokens, second.baseline_llm_tokens) == (4, 4, 16)
+
+
+def test_grid_not_aligned_with_the_merge_grid():
+    # 70x84 without resizing (test_budget's case 2 at alpha 0.5): base grid 5x6, selected base cells
+    # rows 0-3 x cols 4-5 (2 whole groups) and the whole last row 4 (3 part-groups of 2 cells each).
+    maps = {14: torch.zeros(1, 5, 6), 28: _t([[3.0, 0.5, 2.0], [0.1, 0.2, 4.0], [0.0, 0.0, 0.0]]),
+            56: _t([[1.0, 0.0], [0.0, 0.0]])}
+    masks, _ = select_patches_by_budget(maps, 0.5, image_size=(70, 84))
+    (stats,) = token_stats(masks)
+    assert stats.tokens_per_scale == {14: 14, 28: 0, 56: 1}
+    assert stats.llm_tokens == 5 + 0 + 1
+    assert stats.baseline_llm_tokens == 3 * 3  # ceil(5 / 2) * ceil(6 / 2)
+
+
+@pytest.mark.parametrize("name", ["astronaut", "rocket"])
+def test_budget_run_on_a_photo(name):
+    analysis = analyze_image(PHOTO_PATHS[name], APTConfig(method="budget", alpha=0.3))
+    width, height = analysis.resized_size
+    n = (height // 14) * (width // 14)
+    counts = {s: int(m.sum()) for s, m in analysis.masks.items()}
+    stats = analysis.stats
+    assert stats.base_tokens == n and stats.tokens == sum(counts.values()) == analysis.budget_info["actual_tokens"]
+    assert counts[14] % 4 == 0  # smart-resized grids align with the merger: whole 2x2 groups
+    assert stats.llm_tokens == counts[14] // 4 + counts[28] + counts[56]
+    assert stats.baseline_llm_tokens == n // 4
+    assert stats.tokens <= round(0.3 * n) < stats.tokens + 3
+    qwen = analysis.to_dict()["qwen2vl"]
+    assert qwen["llm_tokens"] == stats.llm_tokens and qwen["baseline_llm_tokens"] == n // 4
+    assert qwen["llm_ratio"] == pytest.approx(stats.llm_tokens / (n // 4))
+    assert qwen["vision_ratio"] == pytest.approx(stats.tokens / n)
