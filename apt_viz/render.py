@@ -127,7 +127,8 @@ def _text_width(text: str, size: int = FONT_SIZE) -> int:
 
 
 def format_number(value: float) -> str:
-    return f"{value:.3g}"
+    # A constant cell's entropy is -log2(1 + 1e-10) = -1.4e-10 by the formula: show it as 0.
+    return f"{0.0 if abs(value) < 1e-6 else value:.3g}"
 
 
 # --- heatmap -------------------------------------------------------------------------------------
