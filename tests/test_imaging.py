@@ -2,7 +2,6 @@
 orientation / first frame / one-line errors, and the BICUBIC resize."""
 from __future__ import annotations
 
-import io
 import random
 
 import numpy as np

@@ -15,7 +15,7 @@ from apt_viz.selection import (
     select_patches_by_threshold_v2,
 )
 
-from conftest import PHOTO_NAMES, base_coverage, load_photo_tensor
+from conftest import PHOTO_NAMES, base_coverage
 
 
 def _t(rows: list[list[float]]) -> torch.Tensor:
