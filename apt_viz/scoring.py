@@ -41,17 +41,21 @@ def compute_patch_entropy_batched(
 
     Same numbers as the official APT ``compute_patch_entropy_batched`` (padded zeros counted,
     ``p log2(p + 1e-10)``, padded last row/column set to ``pad_value``), computed from exact
-    integer histograms: one ``bincount`` over the base grid, and each coarser grid's histogram
+    integer histograms: one scatter-add over the base grid, and each coarser grid's histogram
     is the sum of its 2x2 children's.
     """
     batch, _, height, width = images.shape
     sizes = scale_sizes(patch_size, num_scales)
-    gray = grayscale(images)
-    levels = (gray * (bins / 256.0)).floor_().clamp_(0, bins - 1).to(torch.int64)
-
     rows, cols = grid_shape(height, width, patch_size)
-    levels = F.pad(levels, (0, cols * patch_size - width, 0, rows * patch_size - height))  # pad -> bin 0
-    counts = _cell_histograms(levels, patch_size, rows, cols, bins)  # (B, rows, cols, bins)
+    # Base-grid histograms strip by strip of cell rows: the per-pixel temporaries stay small enough
+    # to be reused from the allocator's free lists instead of page-faulted in on every call.
+    strips = []
+    for first, last in _strips(rows, batch * cols * patch_size**2, images.device):
+        pixels = images[:, :, first * patch_size : min(last * patch_size, height)]
+        levels = (grayscale(pixels) * (bins / 256.0)).floor_().clamp_(0, bins - 1).to(torch.int64)
+        levels = F.pad(levels, (0, cols * patch_size - width, 0, (last - first) * patch_size - levels.shape[1]))
+        strips.append(_cell_histograms(levels, patch_size, last - first, cols, bins))  # padding -> bin 0
+    counts = strips[0] if len(strips) == 1 else torch.cat(strips, dim=1)  # (B, rows, cols, bins)
 
     maps: ImportanceMaps = {}
     for i, size in enumerate(sizes):
@@ -64,6 +68,12 @@ def compute_patch_entropy_batched(
             entropy[:, :, -1] = pad_value
         maps[size] = entropy
     return maps
+
+
+def _strips(rows: int, pixels_per_row: int, device: torch.device, target: int = 1 << 17) -> list[tuple[int, int]]:
+    """[first, last) cell-row ranges of about ``target`` pixels each (one range on GPUs)."""
+    step = rows if device.type != "cpu" else max(1, target // max(pixels_per_row, 1))
+    return [(first, min(first + step, rows)) for first in range(0, rows, step)]
 
 
 def _cell_histograms(levels: torch.Tensor, size: int, rows: int, cols: int, bins: int) -> torch.Tensor:
@@ -98,14 +108,17 @@ def count_dtype(area: int, device: torch.device | None = None) -> torch.dtype:
 def _merge_children(counts: torch.Tensor, shape: tuple[int, int], child_area: int) -> torch.Tensor:
     """Histograms of the next grid: sum of 2x2 children; children beyond the grid are all padding (bin 0)."""
     batch, rows, cols, bins = counts.shape
-    counts = counts.to(count_dtype(4 * child_area, counts.device))
     if (rows, cols) != (2 * shape[0], 2 * shape[1]):
         padded = counts.new_zeros(batch, 2 * shape[0], 2 * shape[1], bins)
         padded[..., 0] = child_area
         padded[:, :rows, :cols] = counts
         counts = padded
     quads = counts.view(batch, shape[0], 2, shape[1], 2, bins)
-    return quads[:, :, 0, :, 0] + quads[:, :, 0, :, 1] + quads[:, :, 1, :, 0] + quads[:, :, 1, :, 1]
+    merged = quads[:, :, 0, :, 0].to(count_dtype(4 * child_area, counts.device))  # widen once, add in place
+    merged += quads[:, :, 0, :, 1]
+    merged += quads[:, :, 1, :, 0]
+    merged += quads[:, :, 1, :, 1]
+    return merged
 
 
 def _entropy_from_counts(counts: torch.Tensor, area: int, chunk: int = 1024) -> torch.Tensor:
