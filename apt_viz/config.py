@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 from .imaging import MAX_PIXELS, MERGE_SIZE, MIN_PIXELS, PATCH_SIZE, TEMPORAL_PATCH_SIZE, ResizeSpec
@@ -55,7 +55,6 @@ class APTConfig:
     alpha: float = 1.0
     thresholds: tuple[float, ...] | None = None  # v1; None -> (3.0, 2.0)
     device: str = "cpu"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.thresholds is not None:
@@ -114,6 +113,5 @@ class APTConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out.pop("extra")
         out["thresholds"] = list(self.thresholds) if self.thresholds is not None else None
         return out

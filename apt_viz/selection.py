@@ -6,7 +6,7 @@ covered by exactly one selected cell. Partial cells of grids above the base are 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -28,7 +28,6 @@ class Selection:
     alpha: float | None = None
     thresholds: torch.Tensor | None = None  # (B, S-1): the thresholds applied (effective ones for v2)
     budget_info: list[dict[str, Any]] | None = None  # per image, budget only
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 # --- shared steps --------------------------------------------------------------------------------
