@@ -2,53 +2,58 @@
 
 Public names load lazily, so ``import apt_viz`` (and the CLI's ``--help``) stays instant; torch is
 imported on first use of a tensor function, transformers only by :mod:`apt_viz.hf`.
+
+Layers, each importing only the ones below it (docs/architecture.md):
+``core`` (torch only) < ``imaging`` < ``analysis``, ``sweep`` < ``render``, ``report`` < ``batch`` <
+``stats``, ``hf`` < ``cli``.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .core._lazy import lazy_exports
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
-    "smart_resize": "imaging",
+    # Qwen2-VL geometry and settings
+    "smart_resize": "core.qwen2vl",
+    "ResizeSpec": "core.qwen2vl",
+    "UnsupportedImageError": "core.qwen2vl",
+    "APTConfig": "core.config",
+    "Method": "core.config",
+    "Scorer": "core.config",
+    "Aggregate": "core.config",
+    "Backend": "core.config",
+    # scorers, selection, accounting, the seam
+    "compute_patch_entropy_batched": "core.scoring",
+    "compute_patch_laplacian_batched": "core.scoring",
+    "compute_patch_upsample_mse_batched": "core.scoring",
+    "compute_importance_maps": "core.scoring",
+    "SCORERS": "core.scoring",
+    "select_patches_by_threshold": "core.selection",
+    "select_patches_by_threshold_v2": "core.selection",
+    "select_patches_by_budget": "core.selection",
+    "select_patches": "core.selection",
+    "dynamic_thresholds": "core.selection",
+    "Selection": "core.selection",
+    "BudgetInfo": "core.selection",
+    "token_stats": "core.accounting",
+    "TokenStats": "core.accounting",
+    "compute_maps": "core.pipeline",
+    "select": "core.pipeline",
+    "run_apt": "core.pipeline",
+    "APTResult": "core.pipeline",
+    "construct_patch_groups": "core.patches",
+    "PatchTokenizer": "core.tokenizer",
+    # images and files
     "load_image": "imaging",
     "convert_to_rgb": "imaging",
     "resize_for_qwen2vl": "imaging",
     "pil_to_tensor": "imaging",
-    "ResizeSpec": "imaging",
     "ImageLoadError": "imaging",
-    "compute_patch_entropy_batched": "scoring",
-    "compute_patch_laplacian_batched": "scoring",
-    "compute_patch_upsample_mse_batched": "scoring",
-    "compute_importance_maps": "scoring",
-    "SCORERS": "config",
-    "select_patches_by_threshold": "selection",
-    "select_patches_by_threshold_v2": "selection",
-    "select_patches_by_budget": "selection",
-    "select_patches": "selection",
-    "dynamic_thresholds": "selection",
-    "Selection": "selection",
-    "METHODS": "config",
-    "PatchTokenizer": "tokenizer",
-    "token_stats": "accounting",
-    "TokenStats": "accounting",
-    "APTConfig": "config",
-    "analyze_image": "pipeline",
-    "ImageAnalysis": "pipeline",
+    "analyze_image": "analysis",
+    "ImageAnalysis": "analysis",
+    "stats_record": "report.records",
 }
 
-__all__ = ["__version__", *_EXPORTS]
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'apt_viz' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__all__ = ["__version__", *_EXPORTS]  # noqa: PLE0604 - the names of _EXPORTS
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -10,7 +10,8 @@ import contextlib
 import json
 import os
 import tempfile
-from typing import IO, TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -73,7 +74,7 @@ def write_json(path: PathLike, obj: Any, *, indent: int = 2) -> None:
     write_text(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
 
 
-def save_image(image: "Image.Image", path: PathLike, **params: Any) -> None:
+def save_image(image: Image.Image, path: PathLike, **params: Any) -> None:
     """Save a PIL image atomically; the format comes from ``path``'s extension (Pillow's rule)."""
     from PIL import Image
 
@@ -87,7 +88,7 @@ def save_image(image: "Image.Image", path: PathLike, **params: Any) -> None:
 
 def leftover_temp_files(folder: PathLike) -> list[str]:
     """Temporary files under ``folder`` that an interrupted write did not clean up (normally none)."""
-    found = []
-    for root, _dirs, files in os.walk(folder):
+    found: list[str] = []
+    for root, _dirs, files in os.walk(os.fspath(folder)):
         found.extend(os.path.join(root, name) for name in files if name.endswith(TEMP_SUFFIX))
     return sorted(found)

@@ -1,61 +1,30 @@
-"""Image preparation as Qwen2-VL's processor sees it (SPEC section 1).
+"""Image preparation as Qwen2-VL's processors see it (docs/contract.md, section 1).
 
-Pillow only: loading, EXIF orientation, RGB conversion, ``smart_resize`` and the BICUBIC resize.
+Loading (first frame, EXIF orientation, RGB as transformers' ``convert_to_rgb``) and the resize to
+``smart_resize`` with either of transformers' backends: ``torchvision`` (what ``AutoImageProcessor``
+loads for Qwen2-VL in transformers 5, the default) or ``pil``. Each gives exactly the pixels its
+transformers image processor gives, so the CLI selects what the model's processor selects.
 """
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from .core.config import Backend, BackendT, as_choice
+from .core.qwen2vl import ResizeSpec, UnsupportedImageError
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
-PATCH_SIZE = 14
-MERGE_SIZE = 2
-TEMPORAL_PATCH_SIZE = 2
-MIN_PIXELS = 56 * 56
-MAX_PIXELS = 28 * 28 * 1280
-MAX_ASPECT_RATIO = 200
 
 
 class ImageLoadError(ValueError):
     """An input that cannot be turned into an image Qwen2-VL would accept."""
 
 
-def smart_resize(
-    height: int,
-    width: int,
-    factor: int = PATCH_SIZE * MERGE_SIZE,
-    min_pixels: int = MIN_PIXELS,
-    max_pixels: int = MAX_PIXELS,
-) -> tuple[int, int]:
-    """Qwen2-VL's target size: both sides multiples of ``factor``, area within [min_pixels, max_pixels].
-
-    Identical to ``transformers.models.qwen2_vl.image_processing_qwen2_vl.smart_resize``
-    (pinned by a test against it), including its ``ValueError`` for aspect ratios over 200.
-    """
-    if min(height, width) <= 0:
-        raise ValueError(f"image size must be positive, got {height}x{width}")
-    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
-        raise ValueError(
-            f"absolute aspect ratio must be smaller than {MAX_ASPECT_RATIO}, "
-            f"got {max(height, width) / min(height, width)}"
-        )
-    h_bar = round(height / factor) * factor
-    w_bar = round(width / factor) * factor
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
+# What makes an input unusable (as opposed to a bug in apt-viz): a batch reports these per input.
+INPUT_ERRORS = (ImageLoadError, UnsupportedImageError)
 
 
 def convert_to_rgb(image: Image.Image) -> Image.Image:
@@ -100,38 +69,59 @@ def load_image(path: str | os.PathLike, max_image_pixels: int | None = Image.MAX
         Image.MAX_IMAGE_PIXELS = previous_limit
 
 
-@dataclass(frozen=True)
-class ResizeSpec:
-    """How an image is sized for Qwen2-VL."""
+def resize_for_qwen2vl(
+    image: Image.Image, spec: ResizeSpec = ResizeSpec(), backend: BackendT = Backend.TORCHVISION
+) -> Image.Image:
+    """The RGB image resized to ``smart_resize`` with bicubic interpolation, as Qwen2-VL's processor does.
 
-    patch_size: int = PATCH_SIZE
-    merge_size: int = MERGE_SIZE
-    min_pixels: int = MIN_PIXELS
-    max_pixels: int = MAX_PIXELS
-    resize: bool = True
+    Args:
+        image: Any PIL image (converted to RGB first).
+        spec: Target-size rule; with ``spec.resize`` False the image keeps its size.
+        backend: ``torchvision``: the pixels of transformers' ``Qwen2VLImageProcessor`` (torch's
+            antialiased bicubic on uint8, the kernel torchvision's ``resize`` runs on the CPU);
+            ``pil``: those of ``Qwen2VLImageProcessorPil`` (Pillow's BICUBIC).
 
-    def target_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) after preparation; the original size when ``resize`` is False."""
-        if not self.resize:
-            return height, width
-        return smart_resize(height, width, self.patch_size * self.merge_size, self.min_pixels, self.max_pixels)
+    Returns:
+        The resized RGB image (the input itself when the size does not change).
 
-
-def resize_for_qwen2vl(image: Image.Image, spec: ResizeSpec = ResizeSpec()) -> Image.Image:
-    """The RGB image resized to ``smart_resize`` with Pillow BICUBIC (unchanged when ``spec.resize`` is False)."""
+    Raises:
+        UnsupportedImageError: smart_resize refuses the size (aspect ratio over 200).
+    """
+    backend = as_choice(Backend, backend, "backend")
     image = convert_to_rgb(image)
-    height, width = spec.target_size(image.height, image.width)
+    height, width = spec.target_hw(image.height, image.width)
     if (height, width) == (image.height, image.width):
         return image
-    return image.resize((width, height), resample=Image.Resampling.BICUBIC)
+    if backend is Backend.PIL:
+        return image.resize((width, height), resample=Image.Resampling.BICUBIC)
+    return _resize_like_torchvision(image, height, width)
 
 
-def pil_to_tensor(image: Image.Image) -> "torch.Tensor":
+def _resize_like_torchvision(image: Image.Image, height: int, width: int) -> Image.Image:
+    """``torchvision.transforms.v2.functional.resize(uint8 CHW, BICUBIC, antialias=True)`` on the CPU.
+
+    torchvision sends CPU uint8 bicubic input straight to this ``interpolate`` call (no float
+    round trip); calling it here gives the same bytes (a test pins it against torchvision and
+    transformers) without importing torchvision, whose import pulls in ``torch._dynamo`` (~1.2 s).
+    """
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    # h w c -> 1 c h w, contiguous as transformers' process_image leaves it
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()[None]
+    resized = F.interpolate(pixels, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
+    # 1 c h w -> h w c
+    return Image.fromarray(resized[0].permute(1, 2, 0).numpy())
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """(1, 3, H, W) float32 in [0, 255]."""
     import numpy as np
     import torch
 
     array = np.asarray(convert_to_rgb(image), dtype=np.uint8)
+    # h w c -> 1 c h w
     return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float()
 
 

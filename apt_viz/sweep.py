@@ -1,8 +1,9 @@
 """Run one selection method over a range of settings (alpha, or v1 threshold tuples).
 
 The importance maps of an image do not depend on the selection settings, so they are computed
-once per image (by :func:`apt_viz.pipeline.analyze_image`) and only the selection and token count
-are re-run per value (:meth:`ImageAnalysis.reselect`). Folder results are aggregated per value (mean, population std, min, max).
+once per image (by :func:`apt_viz.analysis.analyze_image`) and only the selection and token count
+are re-run per value (:meth:`ImageAnalysis.reselect`). Folder results are aggregated per value
+(mean, population std, min, max).
 Pure: no printing, no files.
 """
 from __future__ import annotations
@@ -10,16 +11,18 @@ from __future__ import annotations
 import math
 import os
 import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Union
 
-from .config import APTConfig, check_selection_args
+from .core.config import APTConfig, check_selection
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-    from .accounting import TokenStats
-    from .pipeline import ImageAnalysis
+    from .analysis import ImageAnalysis
+    from .core.accounting import TokenStats
+    from .core.selection import BudgetInfo
 
 # An alpha (v2, budget) or a tuple of thresholds, one per scale above the base (v1).
 SweepValue = Union[float, tuple[float, ...]]
@@ -108,17 +111,17 @@ def check_values(method: str, values: Sequence[SweepValue], num_scales: int) -> 
         if method == "v1":
             if not isinstance(value, tuple):
                 raise ValueError(f"v1 sweeps threshold tuples, got {value!r}")
-            check_selection_args(method, None, value, num_scales)
+            check_selection(method, None, value, num_scales)
         else:
             if isinstance(value, tuple):
                 raise ValueError(f"{method} sweeps alpha values, got thresholds {value!r}")
-            check_selection_args(method, value, None, num_scales)
+            check_selection(method, value, None, num_scales)
 
 
-def format_value(value: SweepValue) -> str:
-    """``0.3`` -> ``"0.3"``; ``(3.0, 2.0)`` -> ``"3;2"`` (the ``--thresholds-grid`` syntax)."""
-    if isinstance(value, tuple):
-        return ";".join(f"{t:g}" for t in value)
+def format_value(value: SweepValue | Sequence[float | None]) -> str:
+    """``0.3`` -> ``"0.3"``; ``(3.0, 2.0)`` -> ``"3;2"`` (the ``--thresholds-grid`` syntax; None -> ``-``)."""
+    if isinstance(value, (tuple, list)):
+        return ";".join("-" if t is None else f"{t:g}" for t in value)
     return f"{value:g}"
 
 
@@ -129,13 +132,13 @@ class SweepPoint:
     """The outcome of one value on one image."""
 
     value: SweepValue
-    stats: "TokenStats"
+    stats: TokenStats
     thresholds: list[float | None] | None  # applied per scale above the base (v2: the effective ones)
-    budget_info: dict[str, Any] | None  # budget only (SPEC 4: budget, clamped, ...)
+    budget_info: BudgetInfo | None  # budget only
 
     @property
     def target_retention(self) -> float | None:
-        return None if self.budget_info is None else self.budget_info["target_retention"]
+        return None if self.budget_info is None else self.budget_info.target_retention
 
     def metric(self, name: str) -> float:
         return float(getattr(self.stats, name))
@@ -146,11 +149,11 @@ class ImageSweep:
     """All values of a sweep on one image."""
 
     source: str | None
-    resized_size: tuple[int, int]  # (width, height)
+    resized_hw: tuple[int, int]
     points: list[SweepPoint]
 
 
-def sweep_analysis(analysis: "ImageAnalysis", method: str, values: Sequence[SweepValue]) -> ImageSweep:
+def sweep_analysis(analysis: ImageAnalysis, method: str, values: Sequence[SweepValue]) -> ImageSweep:
     """Select with ``method`` at every value, reusing the importance maps of ``analysis``."""
     check_values(method, values, analysis.config.num_scales)
     points = []
@@ -158,17 +161,17 @@ def sweep_analysis(analysis: "ImageAnalysis", method: str, values: Sequence[Swee
         setting = {"thresholds": value} if method == "v1" else {"alpha": value}
         run = analysis.reselect(method=method, **setting)
         points.append(SweepPoint(value, run.stats, run.thresholds, run.budget_info))
-    return ImageSweep(analysis.source, analysis.resized_size, points)
+    return ImageSweep(analysis.source, analysis.resized_hw, points)
 
 
 def sweep_image(
-    image: "Image.Image | str | os.PathLike",
+    image: Image.Image | str | os.PathLike,
     config: APTConfig,
     method: str,
     values: Sequence[SweepValue],
 ) -> ImageSweep:
     """Prepare and score ``image`` once with ``config``, then select at every value."""
-    from .pipeline import analyze_image
+    from .analysis import analyze_image
 
     check_values(method, values, config.num_scales)
     return sweep_analysis(analyze_image(image, config), method, values)
@@ -186,7 +189,7 @@ class Spread:
     max: float
 
     @classmethod
-    def of(cls, samples: Iterable[float]) -> "Spread":
+    def of(cls, samples: Iterable[float]) -> Spread:
         data = list(samples)
         return cls(statistics.fmean(data), statistics.pstdev(data), min(data), max(data))
 
@@ -202,10 +205,12 @@ class SweepRow:
     target_retention: float | None  # budget: mean of round(alpha * N) / N over the images
 
     def to_csv_dict(self) -> dict[str, str | int | float]:
-        row: dict[str, str | int | float] = {"method": self.method, "value": format_value(self.value), "images": self.images}
+        row: dict[str, str | int | float] = {
+            "method": self.method, "value": format_value(self.value), "images": self.images
+        }
         for name in METRICS:
             spread = self.metrics[name]
-            row.update({f"{name}_mean": spread.mean, f"{name}_std": spread.std, f"{name}_min": spread.min, f"{name}_max": spread.max})
+            row.update({f"{name}_{stat}": getattr(spread, stat) for stat in ("mean", "std", "min", "max")})
         row["target_retention"] = "" if self.target_retention is None else self.target_retention
         return row
 
@@ -215,7 +220,9 @@ CSV_COLUMNS = (
     *(f"{name}_{stat}" for name in METRICS for stat in ("mean", "std", "min", "max")),
     "target_retention",
 )
-PER_IMAGE_CSV_COLUMNS = ("image", "method", "value", "tokens", "base_tokens", "retention", "llm_tokens", "llm_retention", "thresholds")
+PER_IMAGE_CSV_COLUMNS = (
+    "image", "method", "value", "tokens", "base_tokens", "retention", "llm_tokens", "llm_retention", "thresholds"
+)
 
 
 def aggregate(sweeps: Sequence[ImageSweep], method: str) -> list[SweepRow]:
@@ -242,7 +249,7 @@ def aggregate(sweeps: Sequence[ImageSweep], method: str) -> list[SweepRow]:
     return rows
 
 
-def per_image_rows(sweeps: Sequence[ImageSweep], method: str) -> list[dict[str, str | int | float]]:
+def per_image_rows(sweeps: Sequence[ImageSweep], method: str) -> list[dict[str, object]]:
     """Long-format rows (one per image and value) for ``sweep_per_image.csv``."""
     rows = []
     for sweep in sweeps:
@@ -257,8 +264,7 @@ def per_image_rows(sweeps: Sequence[ImageSweep], method: str) -> list[dict[str, 
                     "retention": point.stats.retention,
                     "llm_tokens": point.stats.llm_tokens,
                     "llm_retention": point.stats.llm_retention,
-                    "thresholds": "" if point.thresholds is None
-                    else ";".join("-" if t is None else f"{t:g}" for t in point.thresholds),
+                    "thresholds": "" if point.thresholds is None else format_value(point.thresholds),
                 }
             )
     return rows

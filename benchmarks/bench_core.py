@@ -18,8 +18,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGE = REPO_ROOT / "test_img" / "astronaut.jpg"
@@ -47,8 +48,8 @@ def build_images(image_path: Path, size: int, batch: int, device: str):
 
 def make_case(case: str, images) -> Callable[[], Any]:
     """A no-argument call that runs ``case`` on ``images``; selection cases get entropy maps made here."""
-    from apt_viz.scoring import compute_importance_maps
-    from apt_viz.selection import select_patches
+    from apt_viz.core.scoring import compute_importance_maps
+    from apt_viz.core.selection import select_patches
 
     if case in SCORER_CASES:
         return lambda: compute_importance_maps(images, case)

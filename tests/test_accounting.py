@@ -3,35 +3,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import HAND_MASKS, PHOTO_PATHS, grid
 
 from apt_viz import APTConfig, analyze_image
-from apt_viz.accounting import token_stats
-from apt_viz.selection import select_patches_by_budget
-
-from conftest import PHOTO_PATHS
-
-
-def _t(rows: list[list[float]]) -> torch.Tensor:
-    return torch.tensor(rows, dtype=torch.float32).unsqueeze(0)
-
-
-# The v1 result of test_selection's hand-made maps (112x112, base grid 8x8).
-HAND_MASKS = {
-    14: _t([[0, 0, 0, 0, 0, 0, 1, 1],
-            [0, 0, 0, 0, 0, 0, 1, 1],
-            [0, 0, 0, 0, 1, 1, 0, 0],
-            [0, 0, 0, 0, 1, 1, 0, 0],
-            [0, 0, 1, 1, 0, 0, 0, 0],
-            [0, 0, 1, 1, 0, 0, 0, 0],
-            [1, 1, 0, 0, 0, 0, 0, 0],
-            [1, 1, 0, 0, 0, 0, 0, 0]]),
-    28: _t([[0, 0, 1, 0],
-            [0, 0, 0, 1],
-            [1, 0, 0, 0],
-            [0, 1, 0, 0]]),
-    56: _t([[1, 0],
-            [0, 1]]),
-}
+from apt_viz.core.accounting import token_stats
+from apt_viz.core.selection import select_patches_by_budget
+from apt_viz.report.records import stats_record
 
 
 def test_hand_made_masks():
@@ -71,8 +48,8 @@ def test_batch_gives_one_stats_per_image():
 def test_grid_not_aligned_with_the_merge_grid():
     # 70x84 without resizing (test_budget's case 2 at alpha 0.5): base grid 5x6, selected base cells
     # rows 0-3 x cols 4-5 (2 whole groups) and the whole last row 4 (3 part-groups of 2 cells each).
-    maps = {14: torch.zeros(1, 5, 6), 28: _t([[3.0, 0.5, 2.0], [0.1, 0.2, 4.0], [0.0, 0.0, 0.0]]),
-            56: _t([[1.0, 0.0], [0.0, 0.0]])}
+    maps = {14: torch.zeros(1, 5, 6), 28: grid([[3.0, 0.5, 2.0], [0.1, 0.2, 4.0], [0.0, 0.0, 0.0]]),
+            56: grid([[1.0, 0.0], [0.0, 0.0]])}
     masks, _ = select_patches_by_budget(maps, 0.5, image_size=(70, 84))
     (stats,) = token_stats(masks)
     assert stats.tokens_per_scale == {14: 14, 28: 0, 56: 1}
@@ -83,16 +60,16 @@ def test_grid_not_aligned_with_the_merge_grid():
 @pytest.mark.parametrize("name", ["astronaut", "rocket"])
 def test_budget_run_on_a_photo(name):
     analysis = analyze_image(PHOTO_PATHS[name], APTConfig(method="budget", alpha=0.3))
-    width, height = analysis.resized_size
+    height, width = analysis.resized_hw
     n = (height // 14) * (width // 14)
     counts = {s: int(m.sum()) for s, m in analysis.masks.items()}
     stats = analysis.stats
-    assert stats.base_tokens == n and stats.tokens == sum(counts.values()) == analysis.budget_info["actual_tokens"]
+    assert stats.base_tokens == n and stats.tokens == sum(counts.values()) == analysis.budget_info.actual_tokens
     assert counts[14] % 4 == 0  # smart-resized grids align with the merger: whole 2x2 groups
     assert stats.llm_tokens == counts[14] // 4 + counts[28] + counts[56]
     assert stats.baseline_llm_tokens == n // 4
     assert stats.tokens <= round(0.3 * n) < stats.tokens + 3
-    qwen = analysis.to_dict()["qwen2vl"]
+    qwen = stats_record(analysis)["qwen2vl"]
     assert qwen["llm_tokens"] == stats.llm_tokens and qwen["baseline_llm_tokens"] == n // 4
     assert qwen["llm_ratio"] == pytest.approx(stats.llm_tokens / (n // 4))
     assert qwen["vision_ratio"] == pytest.approx(stats.tokens / n)

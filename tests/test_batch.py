@@ -9,17 +9,11 @@ import pytest
 from PIL import Image
 
 from apt_viz import atomic
-from apt_viz.batch import (
-    InputError,
-    InputItem,
-    JobOptions,
-    StopFlag,
-    expand_inputs,
-    process_image,
-    run_batch,
-)
-from apt_viz.config import APTConfig
-from apt_viz.pipeline import analyze_image
+from apt_viz.analysis import analyze_image
+from apt_viz.batch.inputs import InputError, InputItem, expand_inputs
+from apt_viz.batch.pool import ImageJob, StopFlag, run_batch
+from apt_viz.core.config import APTConfig
+from apt_viz.report.records import stats_record
 
 CPU = APTConfig(device="cpu")
 
@@ -40,10 +34,9 @@ def test_atomic_write_replaces_whole_file(tmp_path):
 def test_atomic_write_interrupted_keeps_old_file_and_no_temp(tmp_path):
     target = tmp_path / "data.bin"
     atomic.write_bytes(target, b"old")
-    with pytest.raises(KeyboardInterrupt):
-        with atomic.atomic_open(target, "wb") as handle:
-            handle.write(b"half of the new")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic.atomic_open(target, "wb") as handle:
+        handle.write(b"half of the new")
+        raise KeyboardInterrupt
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["data.bin"]
 
@@ -89,18 +82,18 @@ def test_expand_inputs_same_basename_and_excluded_output(tmp_path):
     assert not any_folder and [item.name for item in items] == ["x.jpg", "x.jpg~2"]
     items, _ = expand_inputs([tmp_path / "a"], recursive=True, exclude=tmp_path / "a" / "out")
     assert [item.name for item in items] == ["x.jpg"]
-    with pytest.raises(InputError, match="missing.jpg: no such file"):
+    with pytest.raises(InputError, match=r"missing\.jpg: no such file"):
         expand_inputs([tmp_path / "missing.jpg"])
 
 
 # --- one image and many --------------------------------------------------------------------------
 
 def test_process_image_writes_spec_layout_stats_last(tmp_path, photo_paths):
-    options = JobOptions(CPU.replace(method="budget", alpha=0.25), str(tmp_path))
-    outcome = process_image(InputItem(str(photo_paths["coffee"]), "coffee.jpg"), options)
+    job = ImageJob(CPU.replace(method="budget", alpha=0.25), str(tmp_path))
+    outcome = job(InputItem(str(photo_paths["coffee"]), "coffee.jpg"))
     assert outcome.failure is None
     folder = tmp_path / "coffee.jpg"
-    expected = analyze_image(photo_paths["coffee"], CPU.replace(method="budget", alpha=0.25)).to_dict()
+    expected = stats_record(analyze_image(photo_paths["coffee"], CPU.replace(method="budget", alpha=0.25)))
     stats = json.loads((folder / "stats.json").read_text())
     assert {k: v for k, v in stats.items() if k not in ("name", "artifacts")} == expected
     for rel in stats["artifacts"]:
@@ -111,34 +104,36 @@ def test_process_image_writes_spec_layout_stats_last(tmp_path, photo_paths):
 
 def test_pool_matches_serial_and_skip_existing(tmp_path, photo_paths):
     items = [InputItem(str(path), f"{name}.jpg") for name, path in sorted(photo_paths.items())]
-    serial = run_batch(items, JobOptions(CPU, str(tmp_path / "serial"), stats_only=True))
-    pooled = run_batch(items, JobOptions(CPU, str(tmp_path / "pool"), stats_only=True), workers=2)
-    assert [s["tokens"] for s in serial.stats] == [s["tokens"] for s in pooled.stats]
-    assert [s["name"] for s in pooled.stats] == [item.name for item in items]  # input order kept
+    serial = run_batch(items, ImageJob(CPU, str(tmp_path / "serial"), stats_only=True))
+    pooled = run_batch(items, ImageJob(CPU, str(tmp_path / "pool"), stats_only=True), workers=2)
+    assert [s["tokens"] for s in serial.values] == [s["tokens"] for s in pooled.values]
+    assert [s["name"] for s in pooled.values] == [item.name for item in items]  # input order kept
     assert not any((tmp_path / "pool" / item.name / "01_heatmaps").exists() for item in items)
 
     shutil.rmtree(tmp_path / "pool" / "coffee.jpg")
     done = []
-    again = run_batch(items, JobOptions(CPU, str(tmp_path / "pool"), stats_only=True), skip_existing=True,
+    job = ImageJob(CPU, str(tmp_path / "pool"), stats_only=True)
+    skipped = [previous for item in items if (previous := job.previous(item))]
+    again = run_batch(items, job, done=skipped,
                       on_done=lambda outcome: done.append((outcome.item.name, outcome.skipped)))
     assert again.skipped == 3 and sorted(done) == [("astronaut.jpg", True), ("chelsea.jpg", True),
                                                    ("coffee.jpg", False), ("rocket.jpg", True)]
-    assert [s["tokens"] for s in again.stats] == [s["tokens"] for s in serial.stats]
+    assert [s["tokens"] for s in again.values] == [s["tokens"] for s in serial.values]
 
 
 def test_stop_flag_stops_before_next_image(tmp_path, photo_paths):
     items = [InputItem(str(path), f"{name}.jpg") for name, path in sorted(photo_paths.items())]
     stop = StopFlag()
-    result = run_batch(items, JobOptions(CPU, str(tmp_path), stats_only=True),
+    result = run_batch(items, ImageJob(CPU, str(tmp_path), stats_only=True),
                        on_done=lambda _outcome: stop.handle(2, None), stop=stop)
-    assert result.interrupted and len(result.stats) == 1
+    assert result.interrupted and len(result.values) == 1
     with pytest.raises(KeyboardInterrupt):  # a second signal aborts at once
         stop.handle(2, None)
 
 
 def test_write_error_is_a_failure_of_that_input(tmp_path, photo_paths):
     (tmp_path / "coffee.jpg").write_text("a file where the image folder should go")
-    outcome = process_image(InputItem(str(photo_paths["coffee"]), "coffee.jpg"), JobOptions(CPU, str(tmp_path)))
-    assert outcome.stats is None
+    outcome = ImageJob(CPU, str(tmp_path))(InputItem(str(photo_paths["coffee"]), "coffee.jpg"))
+    assert outcome.value is None
     assert outcome.failure.error.startswith(f"{photo_paths['coffee']}: cannot write {tmp_path / 'coffee.jpg'}")
     assert "\n" not in outcome.failure.error

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-
-
 IMAGES = Path(__file__).resolve().parent.parent / "test_img"
 CHROMIUM = next((path for path in (shutil.which("chromium"), "/usr/bin/chromium") if path and os.path.exists(path)), None)
 

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import PHOTO_NAMES, base_coverage, grid
 
-from apt_viz.scoring import compute_patch_entropy_batched
-from apt_viz.selection import select_patches_by_budget
-
-from conftest import PHOTO_NAMES, base_coverage
-
-
-def _t(rows: list[list[float]]) -> torch.Tensor:
-    return torch.tensor(rows, dtype=torch.float32).unsqueeze(0)
-
+from apt_viz.core.scoring import compute_patch_entropy_batched
+from apt_viz.core.selection import select_patches_by_budget
 
 # --- case 1: 56x112 image, no partial cells ----------------------------------------------------
 # Base grid 4x8 (N = 32), 28-px grid 2x4, 56-px grid 1x2 (cells A = (0,0), B = (0,1)).
@@ -30,9 +24,9 @@ def _t(rows: list[list[float]]) -> torch.Tensor:
 # Minimum = 2 tokens (the two 56-px cells); each split adds 3, so k = (T - 2) // 3.
 CASE1_MAPS = {
     14: torch.rand(1, 4, 8, generator=torch.Generator().manual_seed(0)),  # base scores are never split
-    28: _t([[4.0, 1.0, 3.0, 6.0],
+    28: grid([[4.0, 1.0, 3.0, 6.0],
             [0.5, 2.0, 1.5, 0.2]]),
-    56: _t([[5.0, 2.0]]),
+    56: grid([[5.0, 2.0]]),
 }
 CASE1_ORDER = [(56, 0, 0), (28, 0, 0), (56, 0, 1), (28, 0, 2), (28, 0, 3),
                (28, 1, 1), (28, 1, 2), (28, 0, 1), (28, 1, 0), (28, 1, 3)]
@@ -57,24 +51,24 @@ def _masks_after_splits(splits: list[tuple[int, int, int]], shapes: dict[int, tu
 def test_case1_alpha_half_exact_masks():
     masks, info = select_patches_by_budget(CASE1_MAPS, 0.5)
     # T = round(0.5 * 32) = 16 -> k = (16 - 2) // 3 = 4 splits: A, 28(0,0), B, 28(0,2) -> 14 tokens.
-    assert torch.equal(masks[56], _t([[0, 0]]))
-    assert torch.equal(masks[28], _t([[0, 1, 0, 1],
+    assert torch.equal(masks[56], grid([[0, 0]]))
+    assert torch.equal(masks[28], grid([[0, 1, 0, 1],
                                       [1, 1, 1, 1]]))
-    assert torch.equal(masks[14], _t([[1, 1, 0, 0, 1, 1, 0, 0],
+    assert torch.equal(masks[14], grid([[1, 1, 0, 0, 1, 1, 0, 0],
                                       [1, 1, 0, 0, 1, 1, 0, 0],
                                       [0, 0, 0, 0, 0, 0, 0, 0],
                                       [0, 0, 0, 0, 0, 0, 0, 0]]))
-    assert info == [
+    assert [i.to_dict() for i in info] == [
         {
             "alpha": 0.5,
-            "base_small_tokens": 32,
-            "base_tokens": 2,
+            "base_tokens": 32,
+            "min_tokens": 2,
             "budget": 16,
             "k": 4,
             "actual_tokens": 14,
             "actual_retention": 14 / 32,
             "target_retention": 0.5,
-            "tokens_per_scale": {14: 8, 28: 6, 56: 0},
+            "tokens_per_scale": {"14": 8, "28": 6, "56": 0},
             "clamped": False,
         }
     ]
@@ -91,26 +85,26 @@ def test_case1_every_prefix_of_the_hand_order(k):
         expected = _masks_after_splits(CASE1_ORDER[:k], {14: (4, 8), 28: (2, 4), 56: (1, 2)})
         for size in (14, 28, 56):
             assert torch.equal(masks[size], expected[size]), (k, slack, size)
-        assert info["k"] == k and info["budget"] == target + slack and info["actual_tokens"] == target
-        assert 0 <= info["budget"] - info["actual_tokens"] < 3
+        assert info.k == k and info.budget == target + slack and info.actual_tokens == target
+        assert 0 <= info.budget - info.actual_tokens < 3
 
 
 def test_case1_python_round_for_the_target():
     # 0.578125 * 32 = 18.5 exactly -> round() gives 18 (even); 0.609375 * 32 = 19.5 -> 20.
-    assert select_patches_by_budget(CASE1_MAPS, 0.578125)[1][0]["budget"] == 18
-    assert select_patches_by_budget(CASE1_MAPS, 0.609375)[1][0]["budget"] == 20
+    assert select_patches_by_budget(CASE1_MAPS, 0.578125)[1][0].budget == 18
+    assert select_patches_by_budget(CASE1_MAPS, 0.609375)[1][0].budget == 20
 
 
 def test_case1_clamped_below_the_minimum():
     masks, (info,) = select_patches_by_budget(CASE1_MAPS, 1 / 32)  # T = 1 < 2
-    assert info["clamped"] is True and info["budget"] == 1 and info["k"] == 0
-    assert info["actual_tokens"] == info["base_tokens"] == 2
-    assert torch.equal(masks[56], _t([[1, 1]])) and int(masks[28].sum()) == int(masks[14].sum()) == 0
+    assert info.clamped is True and info.budget == 1 and info.k == 0
+    assert info.actual_tokens == info.min_tokens == 2
+    assert torch.equal(masks[56], grid([[1, 1]])) and int(masks[28].sum()) == int(masks[14].sum()) == 0
 
 
 def test_case1_fully_split():
     masks, (info,) = select_patches_by_budget(CASE1_MAPS, 1.0)
-    assert info["k"] == 10 and info["actual_tokens"] == 32 and not info["clamped"]
+    assert info.k == 10 and info.actual_tokens == 32 and not info.clamped
     assert torch.equal(masks[14], torch.ones(1, 4, 8))
 
 
@@ -118,7 +112,7 @@ def test_nan_scores_rank_last():
     maps = {size: m.clone() for size, m in CASE1_MAPS.items()}
     maps[56][0, 0, 0] = float("nan")  # A now ranks below every finite priority, and so do its children
     masks, _ = select_patches_by_budget(maps, 5 / 32)  # k = 1: the single split goes to B
-    assert torch.equal(masks[56], _t([[1, 0]]))
+    assert torch.equal(masks[56], grid([[1, 0]]))
 
 
 def test_batch_images_are_selected_independently():
@@ -144,10 +138,10 @@ def test_batch_images_are_selected_independently():
 # Order: 28(1,2) 4, 28(0,2) 2, 56(0,0) 1 (ties with 28(0,0): larger first), 28(0,0), 28(0,1), 28(1,1), 28(1,0).
 CASE2_MAPS = {
     14: torch.rand(1, 5, 6, generator=torch.Generator().manual_seed(1)),
-    28: _t([[3.0, 0.5, 2.0],
+    28: grid([[3.0, 0.5, 2.0],
             [0.1, 0.2, 4.0],
             [0.0, 0.0, 0.0]]),  # partial row: its low scores must not keep it whole
-    56: _t([[1.0, 0.0],
+    56: grid([[1.0, 0.0],
             [0.0, 0.0]]),  # partial cells scored 0 (would rank last if they were not forced)
 }
 
@@ -159,35 +153,35 @@ def _case2(alpha: float):
 def test_case2_forced_splits_alpha_half():
     masks, (info,) = _case2(0.5)
     # T = 15 -> k = (15 - 9) // 3 = 2: 28(1,2) and 28(0,2) are split -> 15 tokens.
-    assert torch.equal(masks[56], _t([[1, 0],
+    assert torch.equal(masks[56], grid([[1, 0],
                                       [0, 0]]))
     assert torch.equal(masks[28], torch.zeros(1, 3, 3))
-    assert torch.equal(masks[14], _t([[0, 0, 0, 0, 1, 1],
+    assert torch.equal(masks[14], grid([[0, 0, 0, 0, 1, 1],
                                       [0, 0, 0, 0, 1, 1],
                                       [0, 0, 0, 0, 1, 1],
                                       [0, 0, 0, 0, 1, 1],
                                       [1, 1, 1, 1, 1, 1]]))
-    assert (info["base_small_tokens"], info["base_tokens"], info["budget"], info["k"]) == (30, 9, 15, 2)
-    assert info["actual_tokens"] == 15 and info["tokens_per_scale"] == {14: 14, 28: 0, 56: 1}
-    assert not info["clamped"]
+    assert (info.base_tokens, info.min_tokens, info.budget, info.k) == (30, 9, 15, 2)
+    assert info.actual_tokens == 15 and info.tokens_per_scale == {14: 14, 28: 0, 56: 1}
+    assert not info.clamped
 
 
 def test_case2_next_split_is_the_whole_56_cell():
     masks, (info,) = _case2(0.6)  # T = 18 -> k = 3: + 56(0,0)
     assert int(masks[56].sum()) == 0
-    assert torch.equal(masks[28], _t([[1, 1, 0],
+    assert torch.equal(masks[28], grid([[1, 1, 0],
                                       [1, 1, 0],
                                       [0, 0, 0]]))
-    assert info["k"] == 3 and info["actual_tokens"] == 18
+    assert info.k == 3 and info.actual_tokens == 18
 
 
 def test_case2_clamped_and_full():
     masks, (info,) = _case2(0.2)  # T = 6 < 9
-    assert info["clamped"] and info["k"] == 0 and info["actual_tokens"] == 9 and info["budget"] == 6
-    assert torch.equal(masks[56], _t([[1, 0], [0, 0]]))
-    assert torch.equal(masks[28], _t([[0, 0, 1], [0, 0, 1], [0, 0, 0]]))
+    assert info.clamped and info.k == 0 and info.actual_tokens == 9 and info.budget == 6
+    assert torch.equal(masks[56], grid([[1, 0], [0, 0]]))
+    assert torch.equal(masks[28], grid([[0, 0, 1], [0, 0, 1], [0, 0, 0]]))
     masks, (info,) = _case2(1.0)  # T = 30 = N: all 7 whole cells split
-    assert info["k"] == 7 and info["actual_tokens"] == 30 and torch.equal(masks[14], torch.ones(1, 5, 6))
+    assert info.k == 7 and info.actual_tokens == 30 and torch.equal(masks[14], torch.ones(1, 5, 6))
 
 
 @pytest.mark.parametrize("alpha", [0.2, 0.34, 0.5, 0.6, 0.77, 1.0])
@@ -208,13 +202,13 @@ def test_budget_on_photos_hits_the_target(name, resized_photos):
     previous = 0
     for alpha in (0.1, 0.25, 0.3, 0.5, 0.75, 1.0):
         masks, (info,) = select_patches_by_budget(maps, alpha, image_size=size)
-        n = info["base_small_tokens"]
+        n = info.base_tokens
         assert n == (size[0] // 14) * (size[1] // 14)
-        assert info["budget"] == round(alpha * n)
+        assert info.budget == round(alpha * n)
         tokens = int(sum(m.sum() for m in masks.values()))
-        assert tokens == info["actual_tokens"] == sum(info["tokens_per_scale"].values())
-        if not info["clamped"]:
-            assert 0 <= info["budget"] - tokens < 3
+        assert tokens == info.actual_tokens == sum(info.tokens_per_scale.values())
+        if not info.clamped:
+            assert 0 <= info.budget - tokens < 3
         assert tokens >= previous
         previous = tokens
         assert torch.equal(base_coverage(masks), torch.ones_like(masks[14]))

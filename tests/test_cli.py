@@ -14,11 +14,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from apt_viz import __version__, render
-from apt_viz.batch import HEATMAP_DIR, ORIGINAL_PATH, OVERLAY_PATH, RESIZED_PATH
+from apt_viz.analysis import analyze_image
 from apt_viz.cli import app, route
-from apt_viz.config import APTConfig
-from apt_viz.imaging import load_image, smart_resize
-from apt_viz.pipeline import analyze_image
+from apt_viz.core.config import APTConfig
+from apt_viz.core.qwen2vl import smart_resize
+from apt_viz.imaging import load_image
+from apt_viz.report.artifacts import HEATMAP_DIR, ORIGINAL_PATH, OVERLAY_PATH, RESIZED_PATH
+from apt_viz.report.records import stats_record
 
 runner = CliRunner()
 METHOD_ARGS = {
@@ -74,12 +76,12 @@ def test_single_image_artifacts_and_stats_match_library(tmp_path, photo_paths, m
     expected = analyze_image(photo, METHOD_CONFIGS[method])
 
     stats = json.loads((folder / "stats.json").read_text())
-    assert {k: v for k, v in stats.items() if k not in ("name", "artifacts")} == expected.to_dict()
+    assert {k: v for k, v in stats.items() if k not in ("name", "artifacts")} == stats_record(expected)
     assert stats["apt_viz_version"] == __version__ and stats["method"] == method
 
     original = load_image(photo)
     resized_h, resized_w = smart_resize(original.height, original.width)
-    assert expected.resized_size == (resized_w, resized_h)
+    assert expected.resized_hw == (resized_h, resized_w)
     with Image.open(folder / ORIGINAL_PATH) as image:
         assert image.size == original.size
     with Image.open(folder / RESIZED_PATH) as image:
@@ -160,7 +162,7 @@ def test_json_output_is_the_only_stdout(tmp_path, photo_paths):
     document = json.loads(result.stdout)  # nothing else on stdout
     assert document == json.loads((tmp_path / "summary.json").read_text())
     assert [image["name"] for image in document["images"]] == ["chelsea.jpg", "coffee.jpg"]
-    expected = analyze_image(photo_paths["coffee"], APTConfig(method="v2", alpha=0.9, device="cpu")).to_dict()
+    expected = stats_record(analyze_image(photo_paths["coffee"], APTConfig(method="v2", alpha=0.9, device="cpu")))
     assert document["images"][1]["thresholds"] == expected["thresholds"]
     assert document["summary"]["tokens"] == sum(image["tokens"] for image in document["images"])
     assert document["failures"] == [] and document["config"]["method"] == "v2"
@@ -193,7 +195,7 @@ def test_unusual_options_change_the_numbers(tmp_path, photo_paths):
     expected = analyze_image(photo_paths["chelsea"], APTConfig(resize=False, scorer="laplacian",
                                                                thresholds=(0.2, 0.1), device="cpu"))
     assert stats["resized_size"] == {"width": 451, "height": 300}
-    assert stats["tokens_per_scale"] == expected.to_dict()["tokens_per_scale"]
+    assert stats["tokens_per_scale"] == stats_record(expected)["tokens_per_scale"]
 
 
 # --- usage errors --------------------------------------------------------------------------------

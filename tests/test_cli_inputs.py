@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from apt_viz.cli import app
-from apt_viz.imaging import smart_resize
+from apt_viz.core.qwen2vl import smart_resize
 
 runner = CliRunner()
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from apt_viz import APTConfig, analyze_image
-from apt_viz.compare import DEFAULT_ALPHAS, compare_sheet, panel_caption
 from apt_viz.render import patch_overlay
+from apt_viz.render.compare import DEFAULT_ALPHAS, compare_sheet, panel_caption
 
 IMAGES = Path(__file__).resolve().parent.parent / "test_img"
 
@@ -31,7 +31,7 @@ def test_default_sheet_holds_one_panel_per_method_side_by_side(rocket):
     boxes = [panel.box for panel in sheet.panels]
     assert len({top for _, top, _, _ in boxes}) == 1  # one row
     assert all(right <= next_left for (_, _, right, _), (next_left, _, _, _) in zip(boxes, boxes[1:]))
-    assert all(0 <= left and right <= sheet.image.width and bottom <= sheet.image.height for left, _, right, bottom in boxes)
+    assert all(left >= 0 and right <= sheet.image.width and bottom <= sheet.image.height for left, _, right, bottom in boxes)
     assert sheet.skipped == []
 
 
@@ -70,7 +70,7 @@ def test_alphas_give_a_row_each_and_v1_once(rocket):
     assert all(panel.box[2] - panel.box[0] <= 300 for panel in sheet.panels)
     budget = [panel for panel in sheet.panels if panel.analysis.config.method == "budget"]
     assert [p.analysis.stats.tokens for p in budget] == [
-        p.analysis.budget_info["actual_tokens"] for p in budget
+        p.analysis.budget_info.actual_tokens for p in budget
     ] and budget[0].analysis.stats.tokens < budget[1].analysis.stats.tokens
 
 

@@ -15,20 +15,19 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from transformers import AutoImageProcessor, AutoProcessor, PreTrainedTokenizerFast, Qwen2VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-from apt_viz.accounting import token_stats
+from apt_viz.core.accounting import token_stats
+from apt_viz.core.tokenizer import PatchTokenizer
 from apt_viz.hf import (
     APT_OUTPUT_KEYS,
     APTQwen2VLImageProcessor,
     APTQwen2VLImageProcessorPil,
     unpatchify,
 )
-from apt_viz.tokenizer import PatchTokenizer
 
 BACKENDS = [
     pytest.param(Qwen2VLImageProcessor, APTQwen2VLImageProcessor, id="torchvision"),
@@ -183,7 +182,7 @@ def test_apt_outputs_match_patch_tokenizer(stock_cls, apt_cls, settings, images)
             assert torch.equal(rows[raster], expected), f"image {i}, {size} px patches"
     if settings["patch_selection_method"] == "budget":
         assert ip.last_budget_info == reference_budget_info
-        assert [info["actual_tokens"] for info in ip.last_budget_info] == tokens.tolist()
+        assert [info.actual_tokens for info in ip.last_budget_info] == tokens.tolist()
     else:
         assert ip.last_budget_info is None
 

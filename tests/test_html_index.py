@@ -12,10 +12,12 @@ from urllib.parse import quote, unquote
 
 import pytest
 
-from apt_viz import APTConfig, analyze_image
-from apt_viz.batch import OVERLAY_PATH, InputItem, JobOptions, process_image
-from apt_viz.html_index import render_index
-from apt_viz.report import Failure, setting_text
+from apt_viz import APTConfig
+from apt_viz.batch.inputs import InputItem
+from apt_viz.batch.pool import ImageJob
+from apt_viz.report.artifacts import OVERLAY_PATH
+from apt_viz.report.html import render_index
+from apt_viz.report.summary import Failure, selection_setting
 
 IMAGES = Path(__file__).resolve().parent.parent / "test_img"
 
@@ -68,9 +70,9 @@ def parse(page: str) -> _Page:
 
 def write_image_folder(out: Path, name: str, image: str, config: APTConfig) -> dict:
     """One image's folder written by the folder run's own worker; returns its stats.json dict."""
-    outcome = process_image(InputItem(str(IMAGES / image), name), JobOptions(config, str(out)))
+    outcome = ImageJob(config, str(out))(InputItem(str(IMAGES / image), name))
     assert outcome.failure is None, outcome.failure
-    return outcome.stats
+    return outcome.value
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +115,7 @@ def test_table_numbers_come_from_stats_json(out_dir):
     assert [row["name"] for row in page.rows] == [stats["name"] for stats in stats_list]
     for row, stats in zip(page.rows, stats_list):
         _, name, size, method, setting, tokens, n, retention, llm, llm_ratio, links = row["cells"]
-        assert name == stats["name"] and method == stats["method"] and setting == setting_text(stats)
+        assert name == stats["name"] and method == stats["method"] and setting == selection_setting(stats)
         assert size == f"{stats['resized_size']['width']}\u00d7{stats['resized_size']['height']}"
         assert (int(tokens), int(n)) == (stats["tokens"], stats["base_tokens"])
         assert float(retention) == pytest.approx(stats["tokens"] / stats["base_tokens"], abs=5e-4)
@@ -157,8 +159,8 @@ def test_missing_artifacts_are_not_linked(out_dir, tmp_path):
 
 
 def test_stats_only_run_links_just_stats(tmp_path):
-    outcome = process_image(InputItem(str(IMAGES / "rocket.jpg"), "rocket"), JobOptions(APTConfig(), str(tmp_path), stats_only=True))
-    page = parse(render_index(tmp_path, [outcome.stats]))
+    outcome = ImageJob(APTConfig(), str(tmp_path), stats_only=True)(InputItem(str(IMAGES / "rocket.jpg"), "rocket"))
+    page = parse(render_index(tmp_path, [outcome.value]))
     assert page.links == ["rocket/stats.json"] and page.sources == []
 
 

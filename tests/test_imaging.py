@@ -6,19 +6,11 @@ import random
 
 import numpy as np
 import pytest
+from helpers import PHOTO_PATHS
 from PIL import Image
 
-from apt_viz.imaging import (
-    ImageLoadError,
-    ResizeSpec,
-    convert_to_rgb,
-    load_image,
-    pil_to_tensor,
-    resize_for_qwen2vl,
-    smart_resize,
-)
-
-from conftest import PHOTO_PATHS
+from apt_viz.core.qwen2vl import ResizeSpec, smart_resize
+from apt_viz.imaging import ImageLoadError, convert_to_rgb, load_image, pil_to_tensor, resize_for_qwen2vl
 
 transformers_qwen2vl = pytest.importorskip("transformers.models.qwen2_vl.image_processing_qwen2_vl")
 transformers_transforms = pytest.importorskip("transformers.image_transforms")
@@ -52,8 +44,8 @@ def _smart_resize_cases() -> list[tuple[int, int, int, int, int]]:
     ]
     rng = random.Random(20251018)
     for _ in range(400):
-        height = int(round(10 ** rng.uniform(0, 4.4)))
-        width = int(round(10 ** rng.uniform(0, 4.4)))
+        height = round(10 ** rng.uniform(0, 4.4))
+        width = round(10 ** rng.uniform(0, 4.4))
         factor = rng.choice([14, 16, 28, 32, 56])
         min_pixels = rng.choice([factor * factor, 56 * 56, 128 * 28 * 28, 512 * 512])
         max_pixels = rng.choice([28 * 28 * 1280, 16384 * 28 * 28, 1003520, max(min_pixels, 64 * 64)])
@@ -218,18 +210,18 @@ def test_decompression_bomb_limit(tmp_path):
     with pytest.raises(ImageLoadError, match="too large") as info:
         load_image(path, max_image_pixels=1000)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
-    assert Image.MAX_IMAGE_PIXELS == previous  # the global guard is restored
+    assert previous == Image.MAX_IMAGE_PIXELS  # the global guard is restored
     assert load_image(path, max_image_pixels=None).size == (100, 100)
-    assert Image.MAX_IMAGE_PIXELS == previous
+    assert previous == Image.MAX_IMAGE_PIXELS
 
 
 # --- resize ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", sorted(PHOTO_PATHS))
-def test_resize_is_smart_resize_with_pillow_bicubic(name):
+def test_pil_backend_is_smart_resize_with_pillow_bicubic(name):
     image = load_image(PHOTO_PATHS[name])
     before = image.tobytes()
-    resized = resize_for_qwen2vl(image)
+    resized = resize_for_qwen2vl(image, backend="pil")
     height, width = transformers_qwen2vl.smart_resize(image.height, image.width)
     assert resized.size == (width, height)
     expected = image.resize((width, height), resample=Image.Resampling.BICUBIC)

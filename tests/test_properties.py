@@ -4,14 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import base_coverage, per_image_tokens
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from apt_viz.config import METHODS, SCORERS
-from apt_viz.scoring import compute_importance_maps
-from apt_viz.selection import select_patches, select_patches_by_budget, select_patches_by_threshold
-
-from conftest import base_coverage
+from apt_viz.core.config import METHODS, SCORERS
+from apt_viz.core.scoring import compute_importance_maps
+from apt_viz.core.selection import select_patches, select_patches_by_budget, select_patches_by_threshold
 
 PROPERTY_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -51,9 +50,6 @@ def images(draw, batch: int = 1) -> torch.Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
 
 
-def _tokens(masks) -> torch.Tensor:
-    return sum(m.flatten(1).sum(dim=1) for m in masks.values())
-
 
 @PROPERTY_SETTINGS
 @given(image=images(), scorer=st.sampled_from(SCORERS), method=st.sampled_from(METHODS),
@@ -80,15 +76,15 @@ def test_budget_bounds(image, scorer, alpha):
     height, width = image.shape[-2:]
     maps = compute_importance_maps(image, scorer)
     masks, (info,) = select_patches_by_budget(maps, alpha, image_size=(height, width))
-    tokens = int(_tokens(masks)[0])
+    tokens = int(per_image_tokens(masks)[0])
     n = maps[14].shape[-2] * maps[14].shape[-1]
-    assert info["budget"] == round(alpha * n) and info["base_small_tokens"] == n
-    assert tokens == info["actual_tokens"]
-    if info["clamped"]:
-        assert info["budget"] < tokens == info["base_tokens"]
+    assert info.budget == round(alpha * n) and info.base_tokens == n
+    assert tokens == info.actual_tokens
+    if info.clamped:
+        assert info.budget < tokens == info.min_tokens
     else:
-        assert tokens <= info["budget"]
-        assert info["budget"] - tokens < 3 or tokens == n
+        assert tokens <= info.budget
+        assert info.budget - tokens < 3 or tokens == n
 
 
 @PROPERTY_SETTINGS
@@ -97,7 +93,7 @@ def test_budget_bounds(image, scorer, alpha):
 def test_budget_tokens_never_decrease_as_alpha_grows(image, scorer, alphas):
     height, width = image.shape[-2:]
     maps = compute_importance_maps(image, scorer)
-    counts = [int(_tokens(select_patches_by_budget(maps, a, image_size=(height, width))[0])[0]) for a in sorted(alphas)]
+    counts = [int(per_image_tokens(select_patches_by_budget(maps, a, image_size=(height, width))[0])[0]) for a in sorted(alphas)]
     assert counts == sorted(counts)
 
 
@@ -109,10 +105,10 @@ def test_v1_tokens_never_increase_as_thresholds_grow(image, scorer, start, steps
     height, width = image.shape[-2:]
     maps = compute_importance_maps(image, scorer)
     thresholds = list(start)
-    counts = [int(_tokens(select_patches_by_threshold(maps, thresholds, (height, width)))[0])]
+    counts = [int(per_image_tokens(select_patches_by_threshold(maps, thresholds, (height, width)))[0])]
     for step in steps:  # each threshold grows (or stays) elementwise
         thresholds = [t + d for t, d in zip(thresholds, step)]
-        counts.append(int(_tokens(select_patches_by_threshold(maps, thresholds, (height, width)))[0]))
+        counts.append(int(per_image_tokens(select_patches_by_threshold(maps, thresholds, (height, width)))[0]))
     assert counts == sorted(counts, reverse=True)
 
 

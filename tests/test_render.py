@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from apt_viz import render
-from apt_viz.config import APTConfig
-from apt_viz.pipeline import analyze_image
+from apt_viz.analysis import analyze_image
+from apt_viz.core.config import APTConfig
 
 
 def test_inferno_lut_is_opencv_inferno():
@@ -87,10 +87,10 @@ def test_overlay_colours_outline_and_tint():
 
 def test_analysis_pictures_on_real_photo(photo_paths):
     analysis = analyze_image(photo_paths["chelsea"], APTConfig(method="budget", alpha=0.4))
-    width, height = analysis.resized_size
+    height, width = analysis.resized_hw
     heatmaps = render.analysis_heatmaps(analysis)
     assert sorted(heatmaps) == [14, 28, 56]
-    for size, picture in heatmaps.items():
+    for _size, picture in heatmaps.items():
         assert picture.width >= width and picture.height >= height + render.TITLE_HEIGHT
     split28 = render.split_cells(analysis.masks, 28)
     # every base patch either belongs to a split 28 cell (or a split 56 cell) or is covered whole

@@ -6,51 +6,31 @@ import math
 
 import pytest
 import torch
+from helpers import HAND_MAPS, PHOTO_NAMES, base_coverage, grid, token_count
 
-from apt_viz.scoring import compute_patch_entropy_batched
-from apt_viz.selection import (
+from apt_viz.core.scoring import compute_patch_entropy_batched
+from apt_viz.core.selection import (
     dynamic_thresholds,
     select_patches,
     select_patches_by_threshold,
     select_patches_by_threshold_v2,
 )
-
-from conftest import PHOTO_NAMES, base_coverage
-
-
-def _t(rows: list[list[float]]) -> torch.Tensor:
-    return torch.tensor(rows, dtype=torch.float32).unsqueeze(0)
-
-
-def _tokens(masks) -> int:
-    return int(sum(m.sum() for m in masks.values()))
-
-
-# A 112x112 image: base grid 8x8, 28-px grid 4x4, 56-px grid 2x2; no partial cells.
-HAND_MAPS = {
-    14: torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(0)) * 9,  # never consulted by v1
-    28: _t([[0.0, 0.0, 2.9, 3.0],
-            [0.0, 0.0, 4.0, 1.0],
-            [2.0, 5.0, 0.1, 0.1],
-            [6.0, 2.99, 0.1, 0.1]]),
-    56: _t([[1.0, 2.5],
-            [5.0, 1.9]]),
-}
+from apt_viz.report.records import stats_record
 
 
 def test_v1_hand_made_maps_cell_by_cell():
     masks = select_patches_by_threshold(HAND_MAPS, [3.0, 2.0])
     # 56 px, threshold 2.0 (thresholds[1]): (0,0)=1.0 and (1,1)=1.9 are kept; 2.5 and 5.0 are not.
-    assert torch.equal(masks[56], _t([[1, 0],
+    assert torch.equal(masks[56], grid([[1, 0],
                                       [0, 1]]))
     # 28 px, threshold 3.0 (thresholds[0]), strict: 3.0 is not kept. score < 3 gives
     #   1 1 1 0 / 1 1 0 1 / 1 0 1 1 / 0 1 1 1, then the quadrants under the kept 56-px cells are cleared.
-    assert torch.equal(masks[28], _t([[0, 0, 1, 0],
+    assert torch.equal(masks[28], grid([[0, 0, 1, 0],
                                       [0, 0, 0, 1],
                                       [1, 0, 0, 0],
                                       [0, 1, 0, 0]]))
     # 14 px: every base cell not under a kept 28/56 cell.
-    assert torch.equal(masks[14], _t([[0, 0, 0, 0, 0, 0, 1, 1],
+    assert torch.equal(masks[14], grid([[0, 0, 0, 0, 0, 0, 1, 1],
                                       [0, 0, 0, 0, 0, 0, 1, 1],
                                       [0, 0, 0, 0, 1, 1, 0, 0],
                                       [0, 0, 0, 0, 1, 1, 0, 0],
@@ -58,16 +38,16 @@ def test_v1_hand_made_maps_cell_by_cell():
                                       [0, 0, 1, 1, 0, 0, 0, 0],
                                       [1, 1, 0, 0, 0, 0, 0, 0],
                                       [1, 1, 0, 0, 0, 0, 0, 0]]))
-    assert _tokens(masks) == 2 + 4 + 16
+    assert token_count(masks) == 2 + 4 + 16
     assert torch.equal(base_coverage(masks), torch.ones(1, 8, 8))
 
 
 def test_v1_threshold_i_minus_1_belongs_to_scale_i():
     # Swapped thresholds: 56 px now uses 3.0, so (0,1)=2.5 is kept too; 28 px uses 2.0.
     masks = select_patches_by_threshold(HAND_MAPS, [2.0, 3.0])
-    assert torch.equal(masks[56], _t([[1, 1],
+    assert torch.equal(masks[56], grid([[1, 1],
                                       [0, 1]]))
-    assert torch.equal(masks[28], _t([[0, 0, 0, 0],
+    assert torch.equal(masks[28], grid([[0, 0, 0, 0],
                                       [0, 0, 0, 0],
                                       [0, 0, 0, 0],
                                       [0, 0, 0, 0]]))  # 2.0 and 2.99 are not < 2.0; the rest is covered
@@ -77,9 +57,9 @@ def test_v1_threshold_i_minus_1_belongs_to_scale_i():
 
 def test_v1_extreme_thresholds():
     everything = select_patches_by_threshold(HAND_MAPS, [math.inf, math.inf])
-    assert _tokens(everything) == 4 and int(everything[56].sum()) == 4
+    assert token_count(everything) == 4 and int(everything[56].sum()) == 4
     nothing = select_patches_by_threshold(HAND_MAPS, [-math.inf, -math.inf])
-    assert _tokens(nothing) == 64 and int(nothing[14].sum()) == 64
+    assert token_count(nothing) == 64 and int(nothing[14].sum()) == 64
 
 
 def test_v1_never_keeps_partial_cells():
@@ -87,9 +67,9 @@ def test_v1_never_keeps_partial_cells():
     # (row 1 and column 2 partial). All-zero scores: everything whole is below any threshold.
     maps = {14: torch.zeros(1, 8, 10), 28: torch.zeros(1, 4, 5), 56: torch.zeros(1, 2, 3)}
     masks = select_patches_by_threshold(maps, [3.0, 2.0], image_size=(100, 131))
-    assert torch.equal(masks[56], _t([[1, 1, 0],
+    assert torch.equal(masks[56], grid([[1, 1, 0],
                                       [0, 0, 0]]))
-    assert torch.equal(masks[28], _t([[0, 0, 0, 0, 0],
+    assert torch.equal(masks[28], grid([[0, 0, 0, 0, 0],
                                       [0, 0, 0, 0, 0],
                                       [1, 1, 1, 1, 0],
                                       [0, 0, 0, 0, 0]]))
@@ -97,7 +77,7 @@ def test_v1_never_keeps_partial_cells():
     expected_14[:, 6:, :] = 1  # under the partial 28-px row (base rows 6-7, incl. partial base row 7)
     expected_14[:, :6, 8:] = 1  # under the partial 28-px column
     assert torch.equal(masks[14], expected_14)
-    assert _tokens(masks) == 2 + 4 + 32
+    assert token_count(masks) == 2 + 4 + 32
     assert torch.equal(base_coverage(masks), torch.ones(1, 8, 10))
 
 
@@ -152,13 +132,13 @@ def test_v2_thresholds_on_photos(name, resized_photos):
 
 def test_v2_nan_threshold_when_a_scale_has_no_whole_cell():
     # 50x50: the single 56-px cell is partial; one 28-px cell (0,0) is whole.
-    maps = {14: torch.zeros(1, 4, 4), 28: _t([[1.0, 9.0], [9.0, 9.0]]), 56: _t([[0.0]])}
+    maps = {14: torch.zeros(1, 4, 4), 28: grid([[1.0, 9.0], [9.0, 9.0]]), 56: grid([[0.0]])}
     effective = dynamic_thresholds(maps, 2.0, image_size=(50, 50))
     assert effective[0, 0].item() == pytest.approx(2.0)
     assert math.isnan(effective[0, 1].item())
     masks = select_patches_by_threshold_v2(maps, 2.0, image_size=(50, 50))
     assert int(masks[56].sum()) == 0  # nothing is kept at a NaN threshold
-    assert torch.equal(masks[28], _t([[1, 0], [0, 0]]))  # 1.0 < 2.0; the others are partial
+    assert torch.equal(masks[28], grid([[1, 0], [0, 0]]))  # 1.0 < 2.0; the others are partial
     assert torch.equal(base_coverage(masks), torch.ones(1, 4, 4))
 
 
@@ -169,7 +149,7 @@ def test_v2_nan_threshold_reaches_stats_json_as_null():
 
     image = Image.fromarray((torch.rand(50, 50, 3, generator=torch.Generator().manual_seed(3)) * 255).byte().numpy())
     analysis = analyze_image(image, APTConfig(method="v2", alpha=1.0, resize=False))
-    thresholds = analysis.to_dict()["thresholds"]
+    thresholds = stats_record(analysis)["thresholds"]
     assert thresholds[1] is None and isinstance(thresholds[0], float)
 
 
@@ -178,7 +158,7 @@ def test_v2_higher_alpha_never_more_tokens(name, resized_photos):
     image = resized_photos[name]
     maps = compute_patch_entropy_batched(image)
     size = tuple(image.shape[-2:])
-    counts = [_tokens(select_patches_by_threshold_v2(maps, a, size)) for a in (0.25, 0.5, 0.8, 1.0, 1.2, 1.5, 2.0, 4.0)]
+    counts = [token_count(select_patches_by_threshold_v2(maps, a, size)) for a in (0.25, 0.5, 0.8, 1.0, 1.2, 1.5, 2.0, 4.0)]
     assert counts == sorted(counts, reverse=True)
     assert counts[0] > counts[-1]  # alpha really moves the result on a photo
 

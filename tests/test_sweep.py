@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apt_viz import APTConfig, analyze_image
+from apt_viz.report.records import stats_record
 from apt_viz.sweep import (
     CSV_COLUMNS,
     ImageSweep,
@@ -103,7 +104,7 @@ def test_reselect_reuses_maps_and_equals_a_fresh_run(analyses):
     budget = base.reselect(method="budget", alpha=0.4)
     assert budget.maps is base.maps  # nothing rescored
     fresh = analyze_image(IMAGES / "rocket.jpg", APTConfig(method="budget", alpha=0.4))
-    assert budget.to_dict() == fresh.to_dict()
+    assert stats_record(budget) == stats_record(fresh)
     assert base.config.method == "v1" and base.stats.tokens != budget.stats.tokens  # the original is untouched
     with pytest.raises(ValueError, match="alpha must be in"):
         base.reselect(method="budget", alpha=2.0)
@@ -126,13 +127,13 @@ def test_budget_retention_tracks_alpha(analyses, name):
     clamped = 0
     for point in sweep.points:
         target = round(point.value * n)
-        assert point.target_retention == target / n and point.budget_info["budget"] == target
-        minimum = point.budget_info["base_tokens"]  # every top-level cell, after forced splits
+        assert point.target_retention == target / n and point.budget_info.budget == target
+        minimum = point.budget_info.min_tokens  # every top-level cell, after forced splits
         if target < minimum:  # SPEC 4.5: below the minimum the result is that minimum, flagged
-            assert point.budget_info["clamped"] and point.stats.tokens == minimum
+            assert point.budget_info.clamped and point.stats.tokens == minimum
             clamped += 1
             continue
-        assert not point.budget_info["clamped"]
+        assert not point.budget_info.clamped
         assert point.stats.tokens <= target  # never over budget ...
         assert target - point.stats.tokens < 3  # ... and within one split (3 tokens) of it
     assert clamped < 2  # only the smallest alphas can fall below the all-56-px minimum
@@ -226,7 +227,7 @@ def test_per_image_rows(analyses):
 
 
 def test_sweep_figure_has_one_point_per_value(analyses):
-    from apt_viz.plots import sweep_figure
+    from apt_viz.render.plots import sweep_figure
 
     rows = aggregate([sweep_analysis(analyses[name], "budget", [0.2, 0.6, 1.0]) for name in PHOTOS], "budget")
     figure = sweep_figure(rows)
@@ -242,7 +243,7 @@ def test_sweep_figure_has_one_point_per_value(analyses):
 
 def test_image_sweep_is_plain_data(analyses):
     sweep = sweep_analysis(analyses["chelsea.jpg"], "v2", [1.0])
-    assert isinstance(sweep, ImageSweep) and sweep.resized_size == analyses["chelsea.jpg"].resized_size
+    assert isinstance(sweep, ImageSweep) and sweep.resized_hw == analyses["chelsea.jpg"].resized_hw
 
 
 # --- the command ---------------------------------------------------------------------------------

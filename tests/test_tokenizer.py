@@ -6,12 +6,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import PHOTO_NAMES, base_coverage, load_photo_tensor
 
-from apt_viz.scoring import compute_importance_maps, compute_patch_entropy_batched, compute_patch_laplacian_batched
-from apt_viz.selection import select_patches
-from apt_viz.tokenizer import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PatchTokenizer
-
-from conftest import PHOTO_NAMES, base_coverage, load_photo_tensor
+from apt_viz.core.scoring import compute_importance_maps, compute_patch_entropy_batched, compute_patch_laplacian_batched
+from apt_viz.core.selection import select_patches
+from apt_viz.core.tokenizer import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PatchTokenizer
 
 MEAN = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
@@ -74,7 +73,7 @@ def test_custom_mean_and_std():
 # --- construct_masks ----------------------------------------------------------------------------
 
 def test_output_mask_and_seqlens_follow_the_masks():
-    raw, images = _pair()
+    _raw, images = _pair()
     tokenizer = PatchTokenizer(patch_selection_method="budget", alpha=0.5)
     maps = tokenizer.compute_importance_maps(images)
     masks, output_mask, seqlens = tokenizer.construct_masks(maps, image_size=(100, 131))
@@ -98,8 +97,8 @@ def test_construct_masks_override_and_last_budget_info():
     assert tokenizer.last_thresholds.tolist() == [[3.0, 2.0], [3.0, 2.0]]
     masks, _, seqlens = tokenizer.construct_masks(maps, "budget", 0.3, image_size=(100, 131))
     info = tokenizer.last_budget_info
-    assert len(info) == 2 and [i["budget"] for i in info] == [round(0.3 * 80)] * 2
-    assert seqlens == [i["actual_tokens"] for i in info]
+    assert len(info) == 2 and [i.budget for i in info] == [round(0.3 * 80)] * 2
+    assert seqlens == [i.actual_tokens for i in info]
     expected = select_patches(maps, "budget", alpha=0.3, image_size=(100, 131)).masks
     assert all(torch.equal(masks[s], expected[s]) for s in SIZES)
     # The override is for that call only.
@@ -108,7 +107,7 @@ def test_construct_masks_override_and_last_budget_info():
 
 
 def test_constructor_image_size_locates_partial_cells():
-    raw, images = _pair()
+    raw, _images = _pair()
     maps = compute_patch_laplacian_batched(raw)
     zero = {s: torch.zeros_like(m) for s, m in maps.items()}  # keep everything that may be kept
     with_size = PatchTokenizer(image_size=(100, 131)).construct_masks(zero)[0]
@@ -131,7 +130,7 @@ def test_bad_constructor_arguments():
 # --- construct_patch_groups ----------------------------------------------------------------------
 
 def test_patch_groups_shapes_and_pixels():
-    raw, images = _pair()  # 100x131: padded to 112x140 (28 / 14 px), 112x168 (56 px)
+    _raw, images = _pair()  # 100x131: padded to 112x140 (28 / 14 px), 112x168 (56 px)
     tokenizer = PatchTokenizer(patch_selection_method="v2", alpha=1.0)
     masks, _, _ = tokenizer.construct_masks(tokenizer.compute_importance_maps(images), image_size=(100, 131))
     groups = tokenizer.construct_patch_groups(images, masks)
@@ -185,7 +184,7 @@ def test_forward_sequence_bookkeeping(size):
     n = math.ceil(size[0] / 14) * math.ceil(size[1] / 14)
     assert out["retained_frac"] == pytest.approx(sum(seqlens) / (2 * n))
     assert len(out["output_mask"]) == sum(seqlens)
-    assert [i["actual_tokens"] for i in tokenizer.last_budget_info] == seqlens
+    assert [i.actual_tokens for i in tokenizer.last_budget_info] == seqlens
 
 
 def test_forward_per_call_override_and_given_maps():
@@ -194,7 +193,7 @@ def test_forward_per_call_override_and_given_maps():
     v1 = tokenizer(images)
     assert tokenizer.last_budget_info is None
     budget = tokenizer(images, patch_selection_method="budget", alpha=0.25)
-    assert [i["budget"] for i in tokenizer.last_budget_info] == [20, 20]  # round(0.25 * 80)
+    assert [i.budget for i in tokenizer.last_budget_info] == [20, 20]  # round(0.25 * 80)
     assert budget["seqlens"] != v1["seqlens"]
     # Maps handed in are used as they are: all-zero scores keep every whole cell under v1.
     zero = {s: torch.zeros_like(m) for s, m in compute_importance_maps(raw).items()}

@@ -1,4 +1,4 @@
-"""Qwen2-VL token accounting (SPEC section 5): masks -> vision-encoder and LLM token counts."""
+"""Qwen2-VL token accounting (docs/contract.md, section 5): masks -> vision-encoder and LLM token counts."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-Masks = dict[int, torch.Tensor]
+from .selection import Masks
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,16 @@ def merged_groups(base_mask: torch.Tensor, merge_size: int) -> torch.Tensor:
 
 
 def token_stats(masks: Masks, merge_size: int = 2) -> list[TokenStats]:
-    """Per-image :class:`TokenStats` of a batch of selection masks."""
+    """Vision and LLM token counts of every image of a batch.
+
+    Args:
+        masks: {cell size: (B, rows_i, cols_i)} 0/1 selection masks (a partition of the base grid).
+        merge_size: Qwen2-VL's spatial merge (m): an m x m group of base cells is one LLM token.
+
+    Returns:
+        One :class:`TokenStats` per image: a base cell counts 1/m^2 LLM token (counted per merge
+        group holding a selected base cell), a larger cell 1; the baseline is N / m^2.
+    """
     sizes = sorted(masks)
     base = masks[sizes[0]]
     rows, cols = base.shape[-2:]

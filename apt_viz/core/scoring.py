@@ -1,22 +1,26 @@
-"""Importance scorers (SPEC section 3): (B, C, H, W) images in [0, 255] -> {cell size: (B, h_i, w_i)}.
+"""Importance scorers (docs/contract.md, section 3): (B, C, H, W) images in [0, 255] -> {cell size: (B, h_i, w_i)}.
 
 Higher score = more detail = split. Pure tensor functions; they run on whatever device the
-images are on and accept any H, W (grids are zero-padded at the bottom/right).
+images are on and accept any H, W (grids are zero-padded at the bottom/right). :data:`SCORERS`
+maps each :class:`~apt_viz.core.config.Scorer` to its function: adding a scorer is one function
+and one entry there.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from .config import AGGREGATES, SCORERS
-from .grids import grid_shape, scale_sizes
+from .config import Aggregate, AggregateT, Scorer, ScorerT, as_choice
+from .grids import Maps, grid_shape, scale_sizes
 
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
-UPSAMPLE_MSE_FACTORS = (1.0, 0.5, 0.25)
+# Official compute_patch_mse_batched defaults (APT's PatchTokenizer passes (1.0, 0.5, 0.25), whose
+# 1.0 makes the 14 px map identically zero); beyond three scales the last factor repeats.
+UPSAMPLE_MSE_FACTORS = (0.5, 0.5, 0.25)
 
-ImportanceMaps = dict[int, torch.Tensor]
+ImportanceMaps = Maps
 
 
 def grayscale(images: torch.Tensor) -> torch.Tensor:
@@ -43,6 +47,17 @@ def compute_patch_entropy_batched(
     ``p log2(p + 1e-10)``, padded last row/column set to ``pad_value``), computed from exact
     integer histograms: one scatter-add over the base grid, and each coarser grid's histogram
     is the sum of its 2x2 children's.
+
+    Args:
+        images: (B, C, H, W) in [0, 255] (RGB; a single channel is taken as gray), any device.
+        patch_size: Base cell size; grid i has cells of ``patch_size * 2**i``.
+        num_scales: Number of grids.
+        bins: Histogram bins over [0, 256): bin = floor(gray * bins / 256).
+        pad_value: Score of every cell in the last row (column) of a grid whose rows (columns)
+            are padded, as the official code marks them.
+
+    Returns:
+        {cell size: (B, ceil(H / s), ceil(W / s))} float32 entropies in bits, smallest size first.
     """
     batch, _, height, width = images.shape
     sizes = scale_sizes(patch_size, num_scales)
@@ -148,9 +163,19 @@ def compute_patch_laplacian_batched(
     images: torch.Tensor,
     patch_size: int = 14,
     num_scales: int = 3,
-    aggregate: str = "mean",
+    aggregate: AggregateT = Aggregate.MEAN,
 ) -> ImportanceMaps:
-    """|3x3 Laplacian| of gray/255 (reflect padding), aggregated per cell (``mean``, ``max`` or ``std``)."""
+    """|3x3 Laplacian| of gray / 255 (reflect padding), aggregated per cell.
+
+    Args:
+        images: (B, C, H, W) in [0, 255].
+        patch_size: Base cell size; grid i has cells of ``patch_size * 2**i``.
+        num_scales: Number of grids.
+        aggregate: ``mean``, ``max`` or ``std`` (unbiased, as the official code) per cell.
+
+    Returns:
+        {cell size: (B, ceil(H / s), ceil(W / s))}; the response is zero-padded to the grid.
+    """
     gray = (grayscale(images) / 255.0).unsqueeze(1)
     mode = "reflect" if min(gray.shape[-2:]) > 1 else "replicate"  # reflect needs 2+ pixels
     kernel = torch.tensor(_LAPLACIAN_KERNEL, device=gray.device, dtype=gray.dtype).view(1, 1, 3, 3)
@@ -160,20 +185,42 @@ def compute_patch_laplacian_batched(
 
 # --- upsample_mse ------------------------------------------------------------------------------
 
+def upsample_mse_factor(level: int) -> float:
+    """Downsampling factor of grid ``level``: ``(0.5, 0.5, 0.25)[level]``, the last one beyond."""
+    return UPSAMPLE_MSE_FACTORS[min(level, len(UPSAMPLE_MSE_FACTORS) - 1)]
+
+
 def compute_patch_upsample_mse_batched(
     images: torch.Tensor,
     patch_size: int = 14,
     num_scales: int = 3,
-    aggregate: str = "mean",
+    aggregate: AggregateT = Aggregate.MEAN,
 ) -> ImportanceMaps:
-    """Error of a bilinear down-and-up round trip by factor ``(1, 0.5, 0.25)[i]`` (halving further beyond)."""
+    """Error of a bilinear down-and-up round trip, aggregated per cell.
+
+    The official ``compute_patch_mse_batched`` with its default factors: RGB / 255 is resized by
+    :func:`upsample_mse_factor` and back by its inverse (``align_corners=False``); when rounding
+    leaves the result off the image size, it is resized once more to H x W. The squared error is
+    averaged over channels.
+
+    Args:
+        images: (B, C, H, W) in [0, 255].
+        patch_size: Base cell size; grid i has cells of ``patch_size * 2**i``.
+        num_scales: Number of grids.
+        aggregate: ``mean``, ``max`` or ``std`` per cell.
+
+    Returns:
+        {cell size: (B, ceil(H / s), ceil(W / s))}; the error map is zero-padded to the grid.
+    """
     rgb = images.float() / 255.0
     height, width = rgb.shape[-2:]
     maps: ImportanceMaps = {}
-    for i, size in enumerate(scale_sizes(patch_size, num_scales)):
-        factor = UPSAMPLE_MSE_FACTORS[i] if i < len(UPSAMPLE_MSE_FACTORS) else 0.5**i
+    for level, size in enumerate(scale_sizes(patch_size, num_scales)):
+        factor = upsample_mse_factor(level)
         down = F.interpolate(rgb, scale_factor=factor, mode="bilinear", align_corners=False)
-        up = F.interpolate(down, size=(height, width), mode="bilinear", align_corners=False)
+        up = F.interpolate(down, scale_factor=1.0 / factor, mode="bilinear", align_corners=False)
+        if up.shape[-2:] != (height, width):
+            up = F.interpolate(up, size=(height, width), mode="bilinear", align_corners=False)
         error = (rgb - up).square().mean(dim=1)
         maps[size] = pool_cells(error, size, aggregate)
     return maps
@@ -181,38 +228,78 @@ def compute_patch_upsample_mse_batched(
 
 # --- shared ------------------------------------------------------------------------------------
 
-def pool_cells(values: torch.Tensor, size: int, aggregate: str = "mean") -> torch.Tensor:
-    """Aggregate a (B, H, W) map per ``size`` cell after zero-padding it to the grid."""
+def pool_cells(values: torch.Tensor, size: int, aggregate: AggregateT = Aggregate.MEAN) -> torch.Tensor:
+    """Aggregate a (B, H, W) map per ``size`` cell after zero-padding it to the grid -> (B, rows, cols)."""
+    aggregate = as_choice(Aggregate, aggregate, "aggregate")
     batch, height, width = values.shape
     rows, cols = grid_shape(height, width, size)
     padded = F.pad(values, (0, cols * size - width, 0, rows * size - height))
+    # b (r y) (c x) -> b r c (y x)
     cells = padded.view(batch, rows, size, cols, size).permute(0, 1, 3, 2, 4).reshape(batch, rows, cols, -1)
-    if aggregate == "mean":
+    if aggregate is Aggregate.MEAN:
         return cells.mean(dim=-1)
-    if aggregate == "max":
+    if aggregate is Aggregate.MAX:
         return cells.amax(dim=-1)
-    if aggregate == "std":
-        return cells.std(dim=-1)
-    raise ValueError(f"unknown aggregate {aggregate!r}; choose one of {', '.join(AGGREGATES)}")
+    return cells.std(dim=-1)
+
+
+class ScorerFn(Protocol):
+    """The shape every registered scorer has (keyword options it does not use are ignored)."""
+
+    def __call__(
+        self, images: torch.Tensor, patch_size: int, num_scales: int, *, bins: int, aggregate: AggregateT
+    ) -> ImportanceMaps: ...
+
+
+def _entropy(
+    images: torch.Tensor, patch_size: int, num_scales: int, *, bins: int, aggregate: AggregateT
+) -> ImportanceMaps:
+    return compute_patch_entropy_batched(images, patch_size, num_scales, bins=bins)
+
+
+def _laplacian(
+    images: torch.Tensor, patch_size: int, num_scales: int, *, bins: int, aggregate: AggregateT
+) -> ImportanceMaps:
+    return compute_patch_laplacian_batched(images, patch_size, num_scales, aggregate)
+
+
+def _upsample_mse(
+    images: torch.Tensor, patch_size: int, num_scales: int, *, bins: int, aggregate: AggregateT
+) -> ImportanceMaps:
+    return compute_patch_upsample_mse_batched(images, patch_size, num_scales, aggregate)
+
+
+SCORERS: dict[Scorer, ScorerFn] = {
+    Scorer.ENTROPY: _entropy,
+    Scorer.LAPLACIAN: _laplacian,
+    Scorer.UPSAMPLE_MSE: _upsample_mse,
+}
 
 
 def compute_importance_maps(
     images: torch.Tensor,
-    scorer: str = "entropy",
+    scorer: ScorerT = Scorer.ENTROPY,
     patch_size: int = 14,
     num_scales: int = 3,
     *,
     bins: int = 512,
-    aggregate: str = "mean",
+    aggregate: AggregateT = Aggregate.MEAN,
 ) -> ImportanceMaps:
-    """Dispatch to the named scorer (``entropy``, ``laplacian`` or ``upsample_mse``)."""
-    scorers: dict[str, Callable[[], ImportanceMaps]] = {
-        "entropy": lambda: compute_patch_entropy_batched(images, patch_size, num_scales, bins=bins),
-        "laplacian": lambda: compute_patch_laplacian_batched(images, patch_size, num_scales, aggregate),
-        "upsample_mse": lambda: compute_patch_upsample_mse_batched(images, patch_size, num_scales, aggregate),
-    }
-    if scorer not in scorers:
-        raise ValueError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+    """Run the named scorer (see :data:`SCORERS`).
+
+    Args:
+        images: (B, C, H, W) in [0, 255], on any device.
+        scorer: ``entropy``, ``laplacian`` or ``upsample_mse``.
+        patch_size: Base cell size.
+        num_scales: Number of grids.
+        bins: Entropy histogram bins.
+        aggregate: Per-cell aggregate of laplacian / upsample_mse.
+
+    Returns:
+        {cell size: (B, rows_i, cols_i)} float32 scores, smallest size first.
+    """
     if images.dim() != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
-    return scorers[scorer]()
+    function = SCORERS[as_choice(Scorer, scorer, "scorer")]
+    return function(images, patch_size, num_scales, bins=bins, aggregate=aggregate)
+

@@ -1,9 +1,10 @@
 """Matplotlib figures (Agg backend, imported lazily so the CLI starts fast)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .sweep import SweepRow, format_value
+from ..sweep import SweepRow, format_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -11,7 +12,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _AXIS_LABELS = {"v1": "v1 thresholds (28 px; 56 px)", "v2": "v2 alpha", "budget": "budget alpha"}
 
 
-def sweep_figure(rows: Sequence[SweepRow], title: str = "") -> "Figure":
+def sweep_figure(rows: Sequence[SweepRow], title: str = "") -> Figure:
     """Retention (top) and Qwen2-VL LLM tokens (bottom) against the swept value.
 
     Lines are the mean over images; with several images a band shows mean +/- std and dotted
@@ -24,7 +25,7 @@ def sweep_figure(rows: Sequence[SweepRow], title: str = "") -> "Figure":
 
     method = rows[0].method
     categorical = method == "v1"  # threshold tuples: evenly spaced, labelled ticks
-    xs = list(range(len(rows))) if categorical else [float(row.value) for row in rows]
+    xs = list(range(len(rows))) if categorical else [float(row.value) for row in rows]  # type: ignore[arg-type]
     several = max(row.images for row in rows) > 1
 
     figure = Figure(figsize=(7.0, 5.2), dpi=110, layout="constrained")

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import html
 import os
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from .batch import HEATMAP_DIR, OVERLAY_PATH, STATS_FILE
-from .report import setting_text
+from .artifacts import HEATMAP_DIR, OVERLAY_PATH, STATS_FILE, SUMMARIES
+from .records import StatsRecord
+from .summary import selection_setting
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .report import Failure
-
-Stats = Mapping[str, Any]  # one image's stats.json content, with its folder ``name`` and ``artifacts``
-SUMMARIES = ("summary.json", "summary.csv")
+    from .summary import Failure
 
 
 # (title, how its column sorts: "num", "text", or None for not sortable)
@@ -40,8 +39,8 @@ _COLUMNS = (
 
 def render_index(
     out_dir: str | os.PathLike,
-    stats_list: Sequence[Stats],
-    failures: Sequence["Failure"] = (),
+    stats_list: Sequence[StatsRecord],
+    failures: Sequence[Failure] = (),
     title: str = "apt-viz results",
 ) -> str:
     """The HTML text of ``OUT/index.html`` (links are relative to ``out_dir``)."""
@@ -66,7 +65,7 @@ def render_index(
     )
 
 
-def _overview(stats_list: Sequence[Stats], failures: Sequence["Failure"]) -> str:
+def _overview(stats_list: Sequence[StatsRecord], failures: Sequence[Failure]) -> str:
     text = f"{len(stats_list)} image{'s' if len(stats_list) != 1 else ''} analysed, {len(failures)} failed"
     if stats_list:
         mean = sum(float(stats["retention"]) for stats in stats_list) / len(stats_list)
@@ -82,7 +81,7 @@ def _href(name: str, relative: str) -> str:
 
 def _artifact_label(relative: str) -> str:
     """``01_heatmaps/importance_map_scale_14.png`` -> ``heatmap 14``, the overlay -> ``overlay``, ..."""
-    if relative == OVERLAY_PATH.replace(os.sep, "/"):
+    if relative == OVERLAY_PATH:
         return "overlay"
     stem = os.path.splitext(os.path.basename(relative))[0]
     if relative.startswith(HEATMAP_DIR + "/"):
@@ -90,7 +89,7 @@ def _artifact_label(relative: str) -> str:
     return stem.removesuffix("_image")
 
 
-def _row(out_dir: str, stats: Stats) -> str:
+def _row(out_dir: str, stats: StatsRecord) -> str:
     name = str(stats["name"])
     folder = os.path.join(out_dir, name)
     present = [
@@ -98,7 +97,7 @@ def _row(out_dir: str, stats: Stats) -> str:
         for relative in [STATS_FILE, *stats.get("artifacts", [])]
         if os.path.isfile(os.path.join(folder, relative))
     ]
-    overlay = OVERLAY_PATH.replace(os.sep, "/")
+    overlay = OVERLAY_PATH
     if overlay in present:
         href = _href(name, overlay)
         thumb = f'<a href="{href}"><img class="thumb" src="{href}" alt="patch overlay of {html.escape(name)}"></a>'
@@ -109,7 +108,7 @@ def _row(out_dir: str, stats: Stats) -> str:
     )
     llm = stats["qwen2vl"]
     size = stats["resized_size"]
-    setting = setting_text(stats)
+    setting = selection_setting(stats)
     cells = [
         (thumb, None),
         (f'<span title="{html.escape(str(stats.get("input") or ""))}">{html.escape(name)}</span>', name),
@@ -130,13 +129,14 @@ def _row(out_dir: str, stats: Stats) -> str:
     return f'<tr data-name="{html.escape(name)}">{tds}</tr>'
 
 
-def _failures(failures: Sequence["Failure"]) -> str:
+def _failures(failures: Sequence[Failure]) -> str:
     if not failures:
         return '<h2>Failures</h2><p id="no-failures">None.</p>'
     rows = "\n".join(
         f"<tr><td>{html.escape(failure.input)}</td><td>{html.escape(failure.error)}</td></tr>" for failure in failures
     )
-    return f'<h2>Failures ({len(failures)})</h2><table id="failures"><thead><tr><th>input</th><th>error</th></tr></thead><tbody>\n{rows}\n</tbody></table>'
+    header = "<thead><tr><th>input</th><th>error</th></tr></thead>"
+    return f'<h2>Failures ({len(failures)})</h2><table id="failures">{header}<tbody>\n{rows}\n</tbody></table>'
 
 
 _STYLE = """
@@ -188,7 +188,8 @@ _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src 'self' file:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<meta http-equiv="Content-Security-Policy"
+  content="default-src 'none'; img-src 'self' file:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
 <title>{title}</title>
 <style>{style}</style>
 </head>

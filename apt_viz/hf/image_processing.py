@@ -15,9 +15,9 @@ Importing this module imports transformers and torchvision; ``import apt_viz`` d
 """
 from __future__ import annotations
 
-import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,11 +30,11 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
 )
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 
-from .accounting import TokenStats, token_stats
-from .config import APTConfig
-from .scoring import compute_importance_maps
-from .selection import Selection, select_patches
-from .tokenizer import PatchTokenizer
+from ..core.accounting import TokenStats
+from ..core.config import APTConfig
+from ..core.patches import construct_patch_groups
+from ..core.pipeline import run_apt
+from ..core.selection import BudgetInfo, Selection
 
 APT_SETTINGS = ("patch_selection_method", "alpha", "thresholds", "scorer")
 APT_OUTPUT_KEYS = (
@@ -69,31 +69,15 @@ class APTQwen2VLImageProcessorKwargs(Qwen2VLImageProcessorKwargs, total=False):
 
 
 def apt_config(
-    patch_selection_method: Any,
-    alpha: Any,
-    thresholds: Any,
-    scorer: Any,
-    patch_size: int,
-    merge_size: int,
+    patch_selection_method: Any, alpha: Any, thresholds: Any, scorer: Any, patch_size: int, merge_size: int
 ) -> APTConfig:
-    """The settings as a validated :class:`APTConfig`; ``ValueError`` (one line) when unusable."""
-    if not isinstance(patch_selection_method, str):
-        raise ValueError(f"patch_selection_method must be a string, got {patch_selection_method!r}")
-    if not isinstance(scorer, str):
-        raise ValueError(f"scorer must be a string, got {scorer!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        raise ValueError(f"alpha must be a number, got {alpha!r}")
-    if thresholds is not None:
-        if isinstance(thresholds, (str, bytes)) or not isinstance(thresholds, Sequence) or not all(
-            isinstance(t, numbers.Real) and not isinstance(t, bool) for t in thresholds
-        ):
-            raise ValueError(f"thresholds must be a list of numbers, got {thresholds!r}")
+    """The processor's settings as a validated :class:`APTConfig`; ``ValueError`` (one line) when unusable."""
     return APTConfig(
         patch_size=patch_size,
         merge_size=merge_size,
         scorer=scorer,
         method=patch_selection_method,
-        alpha=float(alpha),
+        alpha=alpha,
         thresholds=None if thresholds is None else tuple(thresholds),
     )
 
@@ -119,7 +103,7 @@ def unpatchify(
     p, m, t = patch_size, merge_size, temporal_patch_size
     channels = rows.shape[-1] // (t * p * p)
     blocks = rows.reshape(grid_h // m, grid_w // m, m, m, channels, t, p, p)[..., 0, :, :]
-    # (gh/m, gw/m, m, m, C, p, p) -> (C, gh/m, m, p, gw/m, m, p)
+    # (bh bw m1 m2) (c t y x) -> c (bh m1 y) (bw m2 x), first temporal copy
     image = blocks.permute(4, 0, 2, 5, 1, 3, 6).reshape(channels, grid_h * p, grid_w * p)
     return image.unsqueeze(0)
 
@@ -146,18 +130,12 @@ def apt_view(
     base (14 px) rows follow the stock ``pixel_values`` order (merge blocks), so every
     ``merge_size**2`` consecutive base rows are one LLM token as in stock Qwen2-VL; larger cells
     follow the raster order of their own grid. A cell of size ``p * 2**i`` is the zero-padded
-    normalized image downsampled by ``2**i`` (``PatchTokenizer.construct_patch_groups``), repeated
+    normalized image downsampled by ``2**i`` (:func:`apt_viz.core.patches.construct_patch_groups`), repeated
     ``temporal_patch_size`` times and flattened channel-major like a stock row.
     """
-    height, width = image_255.shape[-2:]
-    maps = compute_importance_maps(
-        image_255, config.scorer, config.patch_size, config.num_scales, bins=config.bins, aggregate=config.aggregate
-    )
-    selection = select_patches(
-        maps, config.method, alpha=config.alpha, thresholds=config.thresholds, image_size=(height, width)
-    )
-    tokenizer = PatchTokenizer(num_scales=config.num_scales, base_patch_size=config.patch_size)
-    groups = tokenizer.construct_patch_groups(normalized, selection.masks)
+    result = run_apt(image_255, config)
+    selection = result.selection
+    groups = construct_patch_groups(normalized, selection.masks, config.patch_size)
 
     rows, sizes, positions = [], [], []
     base_cols = normalized.shape[-1] // config.patch_size
@@ -181,7 +159,7 @@ def apt_view(
         patch_sizes=torch.cat(sizes),
         patch_positions=torch.cat(positions),
         selection=selection,
-        stats=token_stats(selection.masks, config.merge_size)[0],
+        stats=result.stats[0],
     )
 
 
@@ -189,6 +167,8 @@ class _APTMixin:
     """Shared by both backends: settings, validation, and the APT view added to the stock output."""
 
     valid_kwargs = APTQwen2VLImageProcessorKwargs
+    patch_size: int  # set by the stock processor classes this mixin is combined with
+    merge_size: int
     patch_selection_method = "v1"
     alpha = 1.0
     thresholds = None
@@ -198,7 +178,7 @@ class _APTMixin:
         super().__init__(**kwargs)
         if self.thresholds is not None:
             self.thresholds = [float(t) for t in self.thresholds]  # JSON-friendly
-        self.last_budget_info: list[dict[str, Any]] | None = None
+        self.last_budget_info: list[BudgetInfo] | None = None
         self.last_thresholds: list[list[float]] | None = None
         self.last_token_stats: list[TokenStats] | None = None
         # Fail at construction, not at the first call.
@@ -250,37 +230,57 @@ class _APTMixin:
         )
         # Without do_rescale the inputs are taken as already rescaled; scoring wants [0, 255].
         to_255 = 1.0 if do_rescale else 1.0 / rescale_factor
+        views = self._apt_views(images, stock, config, to_255, temporal_patch_size)
+        self._remember(views, config)
+        apt = _apt_outputs(views)
+        if isinstance(stock["pixel_values"], np.ndarray):  # same array type as the stock outputs
+            return BatchFeature(
+                data={**stock, **{key: value.cpu().numpy() for key, value in apt.items()}}, tensor_type=return_tensors
+            )
+        return BatchFeature(data={**stock, **apt}, tensor_type=return_tensors)
+
+    @staticmethod
+    def _apt_views(
+        images: list, stock: BatchFeature, config: APTConfig, to_255: float, temporal_patch_size: int
+    ) -> list[ImageAPTView]:
+        """The APT view of every resized image; its patches come from the stock normalized rows."""
         pixel_values = torch.as_tensor(stock["pixel_values"])
         grids = torch.as_tensor(stock["image_grid_thw"]).tolist()
         views, offset = [], 0
         for image, (_, grid_h, grid_w) in zip(images, grids):
             stock_rows = pixel_values[offset : offset + grid_h * grid_w]
             offset += grid_h * grid_w
-            normalized = unpatchify(stock_rows, grid_h, grid_w, patch_size, merge_size, temporal_patch_size)
+            normalized = unpatchify(
+                stock_rows, grid_h, grid_w, config.patch_size, config.merge_size, temporal_patch_size
+            )
             image_255 = torch.as_tensor(image).to(normalized.device, torch.float32) * to_255
             views.append(apt_view(image_255.clamp(0, 255).unsqueeze(0), normalized, config, temporal_patch_size))
+        return views
 
-        self.last_budget_info = [v.selection.budget_info[0] for v in views] if config.method == "budget" else None
-        self.last_thresholds = (
-            None if config.method == "budget" else [v.selection.thresholds[0].tolist() for v in views]
-        )
+    def _remember(self, views: list[ImageAPTView], config: APTConfig) -> None:
+        """Keep the per-image results of this call in the ``last_*`` attributes."""
+        budget = config.method == "budget"
+        infos = [info for v in views for info in v.selection.budget_info or []]
+        self.last_budget_info = infos if budget else None
+        self.last_thresholds = None if budget else [v.selection.thresholds[0].tolist() for v in views]  # type: ignore[index]
         self.last_token_stats = [v.stats for v in views]
-        apt = {
-            "apt_pixel_values": torch.cat([v.pixel_values for v in views]),
-            "apt_patch_sizes": torch.cat([v.patch_sizes for v in views]),
-            "apt_patch_positions": torch.cat([v.patch_positions for v in views]),
-            "apt_num_tokens": torch.tensor([v.stats.tokens for v in views], dtype=torch.long),
-            "apt_num_llm_tokens": torch.tensor([v.stats.llm_tokens for v in views], dtype=torch.long),
-        }
-        if isinstance(stock["pixel_values"], np.ndarray):  # same array type as the stock outputs
-            apt = {key: value.cpu().numpy() for key, value in apt.items()}
-        return BatchFeature(data={**stock, **apt}, tensor_type=return_tensors)
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
         for name in _LAST_CALL_ATTRIBUTES:
             output.pop(name, None)
         return output
+
+
+def _apt_outputs(views: list[ImageAPTView]) -> dict[str, torch.Tensor]:
+    """The ``apt_*`` keys: every image's rows concatenated in input order, plus per-image counts."""
+    return {
+        "apt_pixel_values": torch.cat([v.pixel_values for v in views]),
+        "apt_patch_sizes": torch.cat([v.patch_sizes for v in views]),
+        "apt_patch_positions": torch.cat([v.patch_positions for v in views]),
+        "apt_num_tokens": torch.tensor([v.stats.tokens for v in views], dtype=torch.long),
+        "apt_num_llm_tokens": torch.tensor([v.stats.llm_tokens for v in views], dtype=torch.long),
+    }
 
 
 class APTQwen2VLImageProcessor(_APTMixin, Qwen2VLImageProcessor):
@@ -293,7 +293,7 @@ class APTQwen2VLImageProcessor(_APTMixin, Qwen2VLImageProcessor):
             shape: self.resize(images=stacked, size=size, resample=resample, factor=factor)
             for shape, stacked in grouped.items()
         }
-        return reorder_images(resized, index)
+        return list(reorder_images(resized, index))
 
 
 class APTQwen2VLImageProcessorPil(_APTMixin, Qwen2VLImageProcessorPil):

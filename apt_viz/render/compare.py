@@ -7,45 +7,48 @@ setting, vision tokens, retention and Qwen2-VL LLM tokens. Pure: returns a PIL i
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-    from .pipeline import ImageAnalysis
+    from ..analysis import ImageAnalysis
 
 DEFAULT_ALPHAS = {"v2": 1.0, "budget": 0.5}  # without --alphas: APT's v2 default, half the base patches
 COLUMNS = ("v1", "v2", "budget")
 GAP = 12
-TITLE_HEIGHT = 28
-BACKGROUND = (255, 255, 255)
+SHEET_TITLE_HEIGHT = 28
 
 
 @dataclass(frozen=True)
 class Panel:
     """One overlay of the sheet: its analysis and where it was pasted (left, top, right, bottom)."""
 
-    analysis: "ImageAnalysis"
+    analysis: ImageAnalysis
     box: tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
 class ComparisonSheet:
-    image: "Image.Image"
+    image: Image.Image
     panels: list[Panel]
     skipped: list[str]  # settings that cannot run (budget alpha > 1), one line each
 
 
-def panel_settings(alphas: Sequence[float] | None) -> tuple[list[list[dict]], list[str]]:
+PanelSetting = dict[str, Any]  # reselect() arguments: {"method": ..., "alpha": ...}
+
+
+def panel_settings(alphas: Sequence[float] | None) -> tuple[list[list[PanelSetting | None]], list[str]]:
     """Rows of panel settings {method, alpha} (v1 only in the first row) and what was skipped."""
-    skipped = []
+    skipped: list[str] = []
     if not alphas:
         return [[{"method": "v1"}, {"method": "v2", "alpha": DEFAULT_ALPHAS["v2"]},
                  {"method": "budget", "alpha": DEFAULT_ALPHAS["budget"]}]], skipped
-    rows = []
+    rows: list[list[PanelSetting | None]] = []
     for index, alpha in enumerate(alphas):
-        row = [{"method": "v1"}] if index == 0 else [None]
+        row: list[PanelSetting | None] = [{"method": "v1"}] if index == 0 else [None]
         row.append({"method": "v2", "alpha": alpha})
         if alpha <= 1:
             row.append({"method": "budget", "alpha": alpha})
@@ -56,16 +59,16 @@ def panel_settings(alphas: Sequence[float] | None) -> tuple[list[list[dict]], li
     return rows, skipped
 
 
-def panel_caption(analysis: "ImageAnalysis") -> str:
+def panel_caption(analysis: ImageAnalysis) -> str:
     """The overlay caption of :mod:`apt_viz.render` plus the LLM tokens Qwen2-VL would see."""
-    from .render import selection_caption
+    from .overlay import selection_caption
 
     stats = analysis.stats
     return f"{selection_caption(analysis)}; LLM {stats.llm_tokens} / {stats.baseline_llm_tokens}"
 
 
 def compare_sheet(
-    analysis: "ImageAnalysis", alphas: Sequence[float] | None = None, *, panel_width: int | None = None
+    analysis: ImageAnalysis, alphas: Sequence[float] | None = None, *, panel_width: int | None = None
 ) -> ComparisonSheet:
     """The comparison sheet of an analysed image (its v1 thresholds come from ``analysis.config``).
 
@@ -73,16 +76,13 @@ def compare_sheet(
     """
     from PIL import Image, ImageDraw
 
-    from .render import TEXT, font, patch_overlay
+    from ._draw import BACKGROUND, TEXT, font
+    from .overlay import patch_overlay
 
     rows, skipped = panel_settings(alphas)
+    drawn: list[list[tuple[ImageAnalysis, Image.Image] | None]] = []
     for row in rows:
-        for setting in row:
-            if setting is not None and setting["method"] != "v1":
-                analysis.config.replace(**setting)  # validate every setting before drawing anything
-    drawn: list[list[tuple["ImageAnalysis", Image.Image] | None]] = []
-    for row in rows:
-        drawn_row = []
+        drawn_row: list[tuple[ImageAnalysis, Image.Image] | None] = []
         for setting in row:
             if setting is None:
                 drawn_row.append(None)
@@ -99,10 +99,10 @@ def compare_sheet(
     cell_width = max(p.width for p in pictures)
     row_heights = [max(cell[1].height for cell in row if cell is not None) for row in drawn]
     width = GAP + len(COLUMNS) * (cell_width + GAP)
-    height = TITLE_HEIGHT + GAP + sum(h + GAP for h in row_heights)
+    height = SHEET_TITLE_HEIGHT + GAP + sum(h + GAP for h in row_heights)
     sheet = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    resized_width, resized_height = analysis.resized_size
+    resized_height, resized_width = analysis.resized_hw
     name = analysis.source or "image"
     draw.text(
         (GAP, 7),
@@ -112,9 +112,9 @@ def compare_sheet(
         font=font(15),
     )
     panels = []
-    top = TITLE_HEIGHT + GAP
-    for row, row_height in zip(drawn, row_heights):
-        for column, cell in enumerate(row):
+    top = SHEET_TITLE_HEIGHT + GAP
+    for drawn_row, row_height in zip(drawn, row_heights):
+        for column, cell in enumerate(drawn_row):
             if cell is None:
                 continue
             run, picture = cell

@@ -1,57 +1,48 @@
-"""What a run reports: table rows, the run document (summary.json / ``--json``), summary.csv, rich tables.
+"""What a run reports: the run document (summary.json / ``--json``), summary.csv rows, closing lines.
 
-Everything here works on the per-image ``stats.json`` dicts (:meth:`ImageAnalysis.to_dict` plus
-``name``), so results from worker processes and from earlier runs (``--skip-existing``) are
-reported the same way. No I/O: callers print or write what these functions return.
+Everything here works on the per-image records (:func:`apt_viz.report.records.stats_record`), so
+results from worker processes and from earlier runs (``--skip-existing``) are reported the same
+way. No I/O: callers print or write what these functions return.
 """
 from __future__ import annotations
 
-import csv
-import io
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Literal
 
-from . import __version__
+from .. import __version__
+from .._text import format_number, format_percent, format_setting
+from .csv_text import csv_text
+from .records import SCHEMA_VERSION, StatsRecord
 
-if TYPE_CHECKING:  # pragma: no cover
-    from rich.table import Table
-
-Stats = Mapping[str, Any]
-MAX_TABLE_ROWS = 50  # larger runs: the first rows, then a pointer to summary.csv
+FailureKind = Literal["input", "internal"]
 
 
 @dataclass(frozen=True)
 class Failure:
-    """An input that could not be processed, with the one-line reason."""
+    """An input that could not be processed, with the one-line reason.
+
+    ``kind`` is ``input`` for an unusable input (unreadable, refused size, unwritable output) and
+    ``internal`` for an unexpected error, i.e. a bug in apt-viz.
+    """
 
     input: str
     error: str
+    kind: FailureKind = "input"
 
 
-def format_number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}"
+def selection_setting(stats: Mapping[str, Any]) -> str:
+    """:func:`apt_viz._text.format_setting` of a record."""
+    return format_setting(stats["method"], stats["alpha"], stats.get("thresholds"))
 
 
-def format_percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
-def setting_text(stats: Stats) -> str:
-    """The selection setting in a few characters: ``alpha 0.3``, ``t 3, 2`` or ``alpha 1 (t 6.74, 7.36)``."""
-    thresholds = ", ".join(format_number(t) for t in stats.get("thresholds") or [])
-    if stats["method"] == "v1":
-        return f"t {thresholds}"
-    text = f"alpha {format_number(stats['alpha'])}"
-    return f"{text} (t {thresholds})" if stats["method"] == "v2" else text
-
-
-def scale_sizes_of(stats_list: Sequence[Stats]) -> list[int]:
+def scale_sizes_of(stats_list: Sequence[StatsRecord]) -> list[int]:
     """Every patch size that occurs in the runs, smallest first."""
     return sorted({int(size) for stats in stats_list for size in stats["tokens_per_scale"]})
 
 
-def retention_summary(stats_list: Sequence[Stats]) -> dict[str, float] | None:
+def retention_summary(stats_list: Sequence[StatsRecord]) -> dict[str, float] | None:
     """Mean / min / max of the retention (tokens / N) over the images; None without images."""
     values = [stats["retention"] for stats in stats_list]
     if not values:
@@ -60,7 +51,7 @@ def retention_summary(stats_list: Sequence[Stats]) -> dict[str, float] | None:
 
 
 def run_document(
-    stats_list: Sequence[Stats],
+    stats_list: Sequence[StatsRecord],
     failures: Sequence[Failure],
     config: Mapping[str, Any],
     *,
@@ -77,6 +68,7 @@ def run_document(
     tokens = sum(stats["tokens"] for stats in stats_list)
     base = sum(stats["base_tokens"] for stats in stats_list)
     return {
+        "schema_version": SCHEMA_VERSION,
         "apt_viz_version": __version__,
         "config": dict(config),
         "summary": {
@@ -97,7 +89,7 @@ def run_document(
     }
 
 
-def csv_rows(stats_list: Sequence[Stats], failures: Sequence[Failure]) -> list[dict[str, Any]]:
+def csv_rows(stats_list: Sequence[StatsRecord], failures: Sequence[Failure]) -> list[dict[str, Any]]:
     """One flat row per input (failures too, with ``status`` = failed and the error)."""
     sizes = scale_sizes_of(stats_list)
     rows = []
@@ -132,46 +124,10 @@ def csv_rows(stats_list: Sequence[Stats], failures: Sequence[Failure]) -> list[d
     return rows
 
 
-def summary_csv(stats_list: Sequence[Stats], failures: Sequence[Failure]) -> str:
+def summary_csv(stats_list: Sequence[StatsRecord], failures: Sequence[Failure]) -> str:
     """``summary.csv``: :func:`csv_rows` with a header (columns of the first successful row)."""
     rows = csv_rows(stats_list, failures)
-    columns: list[str] = list(rows[0]) if stats_list else ["input", "status", "error"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def results_table(stats_list: Sequence[Stats], max_rows: int = MAX_TABLE_ROWS) -> "Table":
-    """The rich table of a run: per image method, setting, target vs. actual retention, tokens."""
-    from rich.table import Table
-
-    sizes = scale_sizes_of(stats_list)
-    table = Table(title="APT patch selection", title_justify="left", header_style="bold")
-    table.add_column("image", overflow="fold")
-    table.add_column("method")
-    table.add_column("alpha / thresholds")
-    table.add_column("target retention", justify="right")
-    table.add_column("actual retention", justify="right")
-    table.add_column("tokens " + "/".join(str(size) for size in sizes) + " px", justify="right")
-    table.add_column("tokens / N", justify="right")
-    table.add_column("Qwen2-VL LLM tokens", justify="right")
-    for stats in stats_list[:max_rows]:
-        qwen = stats["qwen2vl"]
-        table.add_row(
-            str(stats.get("name") or stats["input"]),
-            stats["method"],
-            setting_text(stats),
-            format_percent(stats["target_retention"]),
-            format_percent(stats["retention"]),
-            " / ".join(str(stats["tokens_per_scale"].get(str(size), 0)) for size in sizes),
-            f"{stats['tokens']} / {stats['base_tokens']}",
-            f"{qwen['llm_tokens']} / {qwen['baseline_llm_tokens']} ({qwen['llm_ratio']:.1%})",
-        )
-    if len(stats_list) > max_rows:
-        table.caption = f"first {max_rows} of {len(stats_list)} images; all of them are in summary.csv"
-    return table
+    return csv_text(list(rows[0]) if stats_list else ["input", "status", "error"], rows)
 
 
 def summary_lines(document: Mapping[str, Any]) -> list[str]:

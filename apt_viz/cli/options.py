@@ -1,0 +1,271 @@
+"""Option declarations shared by every command, declared once.
+
+A command takes an option group as one parameter (``image: ImageOptions``); :func:`command`
+splices the group's fields into the command's signature as Typer options and hands the command
+the group back as one object. Adding an option to every command that resizes images is one field
+here. Importing this module imports typer and the torch-free core config only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import os
+import re
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Optional, get_type_hints
+
+import typer
+from PIL import Image
+
+from ..core.config import Aggregate, APTConfig, Backend, Method, Scorer
+from ..core.qwen2vl import MAX_PIXELS, MERGE_SIZE, MIN_PIXELS, PATCH_SIZE, TEMPORAL_PATCH_SIZE
+
+DEFAULT_OUTPUT = "visualizations"
+PILLOW_MAX_IMAGE_PIXELS: int = Image.MAX_IMAGE_PIXELS or 0  # Pillow's decompression-bomb limit
+
+ImagesArgument = Annotated[list[str], typer.Argument(help="Image files and/or folders of images.", show_default=False)]
+OutputOption = Annotated[str, typer.Option("--output", "-o", help="Output folder.")]
+RecursiveOption = Annotated[bool, typer.Option("--recursive", "-r", help="Also scan subfolders.")]
+WorkersOption = Annotated[int, typer.Option("--workers", "-j", min=0, help="Worker processes (0: one per CPU core).")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No table, no progress; errors only.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (nothing else).")]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")]
+ThresholdsOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="v1: one threshold per scale above the base (28 px first): --thresholds 3,2 or --thresholds 3 2. "
+        "[default: 3,2]",
+        show_default=False,
+    ),
+]
+
+
+# --- option groups ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ImageOptions:
+    """How inputs are read, resized and scored: shared by every command that analyses images."""
+
+    scorer: Annotated[Scorer, typer.Option(help="Importance scorer.")] = Scorer.ENTROPY
+    aggregate: Annotated[Aggregate, typer.Option(help="Per-cell aggregate of laplacian / upsample_mse.")] = (
+        Aggregate.MEAN
+    )
+    backend: Annotated[
+        Backend,
+        typer.Option(help="Resize backend, as transformers' Qwen2-VL image processors (AutoImageProcessor loads "
+                     "torchvision)."),
+    ] = Backend.TORCHVISION
+    patch_size: Annotated[int, typer.Option(help="Base patch size (px).")] = PATCH_SIZE
+    num_scales: Annotated[int, typer.Option(help="Number of patch scales (14, 28, 56 px for 3).")] = 3
+    temporal_patch_size: Annotated[int, typer.Option(help="Qwen2-VL temporal patch size (recorded).")] = (
+        TEMPORAL_PATCH_SIZE
+    )
+    merge_size: Annotated[int, typer.Option(help="Qwen2-VL spatial merge size (LLM tokens = merged groups).")] = (
+        MERGE_SIZE
+    )
+    min_pixels: Annotated[int, typer.Option(help="smart_resize lower bound on the area.")] = MIN_PIXELS
+    max_pixels: Annotated[int, typer.Option(help="smart_resize upper bound on the area.")] = MAX_PIXELS
+    no_resize: Annotated[
+        bool, typer.Option("--no-resize", help="Keep the original size (grids pad the bottom/right).")
+    ] = False
+    bins: Annotated[int, typer.Option(help="Entropy histogram bins.")] = 512
+    device: Annotated[str, typer.Option(help="auto (cuda when available), cpu, cuda or cuda:N.")] = "auto"
+    max_image_pixels: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Refuse larger images (decompression-bomb guard; 0: no limit). [default: Pillow's]",
+            show_default=False,
+        ),
+    ] = PILLOW_MAX_IMAGE_PIXELS
+
+    @property
+    def image_pixel_limit(self) -> int | None:
+        """``max_image_pixels`` as :func:`apt_viz.imaging.load_image` takes it (None: no limit)."""
+        return self.max_image_pixels or None
+
+    def config(self, **selection: Any) -> APTConfig:
+        """The validated :class:`APTConfig` of these options and ``selection`` (method, alpha, thresholds).
+
+        Settings that do not fit together are usage errors; ``auto`` / ``cuda`` devices are resolved.
+        """
+        try:
+            config = APTConfig(
+                scorer=self.scorer,
+                aggregate=self.aggregate,
+                backend=self.backend,
+                patch_size=self.patch_size,
+                num_scales=self.num_scales,
+                temporal_patch_size=self.temporal_patch_size,
+                merge_size=self.merge_size,
+                min_pixels=self.min_pixels,
+                max_pixels=self.max_pixels,
+                resize=not self.no_resize,
+                bins=self.bins,
+                device=self.device,
+                **selection,
+            )
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        return config.replace(device=resolve_device_name(config.device))
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionOptions:
+    """One selection setting: method with alpha or thresholds (``run``)."""
+
+    patch_selection_method: Annotated[
+        Method,
+        typer.Option(
+            "--patch-selection-method", "-m",
+            help="v1: fixed thresholds; v2: alpha * mean score per scale; budget: round(alpha * N) tokens.",
+        ),
+    ] = Method.V1
+    alpha: Annotated[
+        Optional[float],
+        typer.Option(
+            help="v2: threshold factor (> 0, higher = fewer tokens); budget: target retention in (0, 1]. "
+            "[default: 1.0]",
+            show_default=False,
+        ),
+    ] = None
+    thresholds: ThresholdsOption = None
+
+    def settings(self) -> dict[str, Any]:
+        """``method`` / ``alpha`` / ``thresholds`` for :meth:`ImageOptions.config` (misplaced ones: usage errors)."""
+        method = self.patch_selection_method
+        if method is Method.V1 and self.alpha is not None:
+            raise typer.BadParameter("--alpha applies to v2 and budget; v1 uses --thresholds")
+        if method is not Method.V1 and self.thresholds is not None:
+            raise typer.BadParameter(f"--thresholds applies to v1; {method} uses --alpha")
+        settings: dict[str, Any] = {"method": method, "thresholds": parse_thresholds(self.thresholds)}
+        if self.alpha is not None:
+            settings["alpha"] = self.alpha
+        return settings
+
+
+OPTION_GROUPS = (ImageOptions, SelectionOptions)
+
+
+def parse_thresholds(text: str | None) -> tuple[float, ...] | None:
+    """``"3,2"`` (or ``"3 2"``) -> (3.0, 2.0); a usage error for anything that is not numbers."""
+    if text is None:
+        return None
+    parts = [part for part in text.replace(",", " ").split() if part]
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a list of numbers such as 3,2", param_hint="--thresholds") from None
+    if not values:
+        raise typer.BadParameter("give one threshold per scale above the base, e.g. 3,2", param_hint="--thresholds")
+    return values
+
+
+def resolve_device_name(device: str) -> str:
+    """``auto`` -> ``cuda``/``cpu``; asking for cuda without a GPU is a usage error. cpu needs no torch."""
+    if device == "cpu":
+        return device
+    from ..analysis import resolve_device
+
+    try:
+        return str(resolve_device(device))
+    except (ValueError, RuntimeError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+# --- splicing groups into command signatures -------------------------------------------------------
+
+def command(app: typer.Typer, name: str, **settings: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``@app.command(name)`` for a function whose option-group parameters are expanded into options."""
+
+    def register(function: Callable[..., Any]) -> Callable[..., Any]:
+        app.command(name, **settings)(expand_option_groups(function))
+        return function
+
+    return register
+
+
+def expand_option_groups(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A wrapper of ``function`` whose signature lists each option group's fields instead of the group.
+
+    Typer reads the wrapper's signature; at call time the fields are collected back into the group.
+    """
+    hints = get_type_hints(function, include_extras=True)
+    parameters: list[inspect.Parameter] = []
+    groups: dict[str, type] = {}
+    for parameter in inspect.signature(function).parameters.values():
+        annotation = hints.get(parameter.name, parameter.annotation)
+        if annotation in OPTION_GROUPS:
+            groups[parameter.name] = annotation
+            field_hints = get_type_hints(annotation, include_extras=True)
+            parameters.extend(
+                inspect.Parameter(
+                    field.name, inspect.Parameter.KEYWORD_ONLY, default=field.default,
+                    annotation=field_hints[field.name],
+                )
+                for field in dataclasses.fields(annotation)
+            )
+        else:
+            parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=annotation))
+
+    @functools.wraps(function)
+    def wrapper(**values: Any) -> Any:
+        for name, group in groups.items():
+            values[name] = group(**{field.name: values.pop(field.name) for field in dataclasses.fields(group)})
+        return function(**values)
+
+    wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+    del wrapper.__wrapped__  # Typer must read the spliced signature, not the original one
+    return wrapper
+
+
+# --- "--thresholds 3 2" -----------------------------------------------------------------------------
+
+_NUMBERS = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?(,[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?)*,?$")
+
+
+class AmbiguousArguments(ValueError):
+    """A command line that could be read two ways (a usage error)."""
+
+
+def join_threshold_values(args: Sequence[str]) -> list[str]:
+    """Accept the original tool's ``--thresholds 3 2`` beside ``--thresholds 3,2``.
+
+    The numbers that follow ``--thresholds`` are joined into one comma-separated value, so
+    positional images may come before or after. A number that is also an existing path, or a
+    number after the one-token form ``--thresholds=3``, could be an image as well: that command
+    line is refused as ambiguous rather than guessed.
+    """
+    out: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            return out + list(args[index:])
+        if arg.startswith("--thresholds="):
+            following = args[index + 1] if index + 1 < len(args) else None
+            if following is not None and _NUMBERS.match(following):
+                raise AmbiguousArguments(
+                    f"{arg} {following}: is {following!r} a threshold or an image? "
+                    "Write --thresholds 3,2 (or --thresholds 3 2), images before or after it"
+                )
+        if arg == "--thresholds":
+            values: list[str] = []
+            index += 1
+            while index < len(args) and _NUMBERS.match(args[index]):
+                if values and os.path.exists(args[index]):
+                    raise AmbiguousArguments(
+                        f"--thresholds {' '.join(values)} {args[index]}: {args[index]!r} is a number and also an "
+                        f"existing path; write --thresholds {','.join([*values, args[index]])} or move the image "
+                        "before --thresholds"
+                    )
+                values.append(args[index].rstrip(","))
+                index += 1
+            out.append(arg)
+            if values:
+                out.append(",".join(values))
+            continue
+        out.append(arg)
+        index += 1
+    return out

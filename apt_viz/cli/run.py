@@ -1,0 +1,160 @@
+"""``apt-viz run``: analyse images, write their folders, summaries and index.html, print the table."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from .app import EXAMPLES, EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, app
+from .options import (
+    DEFAULT_OUTPUT,
+    DebugOption,
+    ImageOptions,
+    ImagesArgument,
+    JsonOption,
+    OutputOption,
+    QuietOption,
+    RecursiveOption,
+    SelectionOptions,
+    WorkersOption,
+    command,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..batch.inputs import InputItem
+    from ..batch.pool import BatchResult, ImageJob
+    from ..report.records import StatsRecord
+    from ..report.summary import Failure
+
+
+@command(app, "run", epilog=EXAMPLES)
+def run_command(
+    images: ImagesArgument,
+    imaging: ImageOptions,
+    selection: SelectionOptions,
+    output: OutputOption = DEFAULT_OUTPUT,
+    recursive: RecursiveOption = False,
+    workers: WorkersOption = 1,
+    stats_only: Annotated[bool, typer.Option("--stats-only", help="Write stats.json and summaries only.")] = False,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Skip inputs whose stats.json already exists.")
+    ] = False,
+    quiet: QuietOption = False,
+    json_output: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Analyse images: importance heatmaps, patch overlay, stats.json, and a table of the tokens.
+
+    Each input gets OUTPUT/<name>/ with 01_heatmaps/, 02_patches_grid/, 03_original_resized/ and
+    stats.json; a folder run adds OUTPUT/summary.json, summary.csv and index.html.
+    """
+    from ..batch.pool import ImageJob
+
+    config = imaging.config(**selection.settings())
+    job = ImageJob(config, output, stats_only, imaging.image_pixel_limit, debug)
+    items, any_folder = input_items(images, recursive, output)
+    code = execute(items, job, several=any_folder or len(items) > 1, workers=workers or os.cpu_count() or 1,
+                   skip_existing=skip_existing, quiet=quiet, json_output=json_output)
+    raise typer.Exit(code)
+
+
+def input_items(images: Sequence[str], recursive: bool, output: str) -> tuple[list[InputItem], bool]:
+    """The inputs of a command, and whether a folder was given; unusable arguments are usage errors."""
+    from ..batch.inputs import InputError, expand_inputs
+
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise typer.BadParameter(f"--output {output}: exists and is not a folder")
+    try:
+        items, any_folder = expand_inputs(images, recursive, exclude=output)
+    except InputError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if not items:
+        hint = "" if recursive else " (try --recursive)"
+        raise typer.BadParameter(f"no images found in {', '.join(images)}{hint}")
+    return items, any_folder
+
+
+def exit_code(failures: Sequence[Failure], interrupted: bool = False) -> int:
+    """130 when interrupted, 3 for an internal error, 1 when some inputs failed, else 0."""
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if any(failure.kind == "internal" for failure in failures):
+        return EXIT_INTERNAL
+    return EXIT_FAILURES if failures else EXIT_OK
+
+
+def print_failures(failures: Sequence[Failure]) -> None:
+    """One line per failure on stderr, even with --quiet / --json: errors are never silent."""
+    for failure in failures:
+        typer.echo(f"failed: {failure.error}", err=True)
+
+
+def execute(
+    items: Sequence[InputItem],
+    job: ImageJob,
+    *,
+    several: bool = False,
+    workers: int = 1,
+    skip_existing: bool = False,
+    quiet: bool = False,
+    json_output: bool = False,
+) -> int:
+    """Run ``items`` with ``job`` and report; returns the exit code.
+
+    stdout carries the table (or, with ``--json``, only the JSON document); progress and
+    failures go to stderr. ``several``: also write summary.json, summary.csv and index.html.
+    """
+    from rich.console import Console
+
+    from ..batch.pool import graceful_stop, progress_display, run_batch
+    from ..report.summary import run_document
+
+    # Not a terminal (a log, a pipe): wide enough that the table does not wrap.
+    wide = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
+    out = Console(highlight=False, width=wide)
+    err = Console(stderr=True, highlight=False)
+    done = [previous for item in items if (previous := job.previous(item))] if skip_existing else []
+    with graceful_stop() as stop, progress_display(err, len(items), enabled=not quiet and len(items) > 1) as tick:
+        result = run_batch(items, job, workers=workers, done=done, on_done=tick, stop=stop,
+                           uses_cuda=job.config.device.startswith("cuda"))
+
+    document = run_document(
+        result.values, result.failures, job.config.to_dict(), skipped=result.skipped, interrupted=result.interrupted
+    )
+    if several:
+        _write_summaries(job.output, document, result)
+    if json_output:
+        sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    elif not quiet:
+        _print_summary(out, document, result.values, several)
+        out.print(f"artifacts: {job.output}{os.sep}", markup=False, soft_wrap=True)
+    print_failures(result.failures)
+    if result.interrupted:
+        err.print("interrupted: finished images are complete; rerun with --skip-existing to do the rest",
+                  markup=False, soft_wrap=True)
+    return exit_code(result.failures, result.interrupted)
+
+
+def _write_summaries(output: str, document: dict[str, Any], result: BatchResult[StatsRecord]) -> None:
+    from ..atomic import write_json, write_text
+    from ..report.html import render_index
+    from ..report.summary import summary_csv
+
+    write_json(os.path.join(output, "summary.json"), document)
+    write_text(os.path.join(output, "summary.csv"), summary_csv(result.values, result.failures))
+    write_text(os.path.join(output, "index.html"), render_index(output, result.values, result.failures))
+
+
+def _print_summary(out: Any, document: dict[str, Any], records: Sequence[StatsRecord], several: bool) -> None:
+    from ..report.summary import summary_lines
+    from ..report.tables import results_table
+
+    if records:
+        out.print(results_table(records))
+    if several:
+        for line in summary_lines(document):
+            out.print(line, markup=False, soft_wrap=True)

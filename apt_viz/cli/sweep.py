@@ -1,0 +1,141 @@
+"""``apt-viz sweep``: one selection method over a range of alphas or v1 threshold tuples."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from ..core.config import Method
+from .app import EXIT_CODES_TEXT, app
+from .options import DEFAULT_OUTPUT, ImageOptions, ImagesArgument, OutputOption, QuietOption, RecursiveOption, command
+from .run import exit_code, input_items, print_failures
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..sweep import SweepRow
+
+SWEEP_EXAMPLES = f"""\
+Examples:
+
+  apt-viz sweep photos/ -m budget                       # alpha 0.1..1.0 step 0.1
+
+  apt-viz sweep image.jpg -m v2 --values 0.6:1.4:0.2    # start:stop:step, inclusive
+
+  apt-viz sweep image.jpg -m v1 --thresholds-grid "3,2;4,3;5,4"
+
+{EXIT_CODES_TEXT}
+"""
+
+ValuesOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--values",
+        help="v2 / budget: alphas, comma-separated and/or start:stop:step ranges (inclusive), e.g. 0.1:1:0.1. "
+        "[default: budget 0.1:1:0.1, v2 0.5:1.5:0.1]",
+        show_default=False,
+    ),
+]
+ThresholdsGridOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--thresholds-grid",
+        help='v1: threshold tuples separated by ";", values by "," (28 px first), e.g. "3,2;4,3". '
+        "[default: (t, t-1) for t = 2, 2.5, ..., 6]",
+        show_default=False,
+    ),
+]
+MethodArgument = Annotated[
+    Method,
+    typer.Option(
+        "--patch-selection-method", "-m",
+        help="v1: fixed thresholds; v2: alpha * mean score per scale; budget: round(alpha * N) tokens.",
+    ),
+]
+
+
+@command(app, "sweep", epilog=SWEEP_EXAMPLES)
+def sweep_command(
+    images: ImagesArgument,
+    imaging: ImageOptions,
+    output: OutputOption = DEFAULT_OUTPUT,
+    patch_selection_method: MethodArgument = Method.V1,
+    values: ValuesOption = None,
+    thresholds_grid: ThresholdsGridOption = None,
+    recursive: RecursiveOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Run one selection method over a range of alphas (v2, budget) or v1 threshold tuples.
+
+    Each image is scored once; only the selection is re-run per value. Writes
+    OUTPUT/sweep_<method>.csv (per value: mean, std, min, max over the images of tokens, retention,
+    LLM tokens and LLM ratio), OUTPUT/sweep_<method>_per_image.csv and OUTPUT/sweep_<method>.png
+    (retention and LLM tokens against the value), and prints the table.
+    """
+    from ..batch.pool import analyze_input
+    from ..report.summary import Failure
+    from ..sweep import aggregate as aggregate_rows
+    from ..sweep import check_values, per_image_rows, sweep_analysis
+
+    method = patch_selection_method
+    config = imaging.config()  # the selection is set per value
+    swept = sweep_values(method, values, thresholds_grid, imaging.num_scales)
+    try:
+        check_values(method, swept, imaging.num_scales)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    items, _ = input_items(images, recursive, output)
+    sweeps, failures = [], []
+    for item in items:
+        analysed = analyze_input(item.path, config, imaging.image_pixel_limit)
+        if isinstance(analysed, Failure):
+            failures.append(analysed)
+        else:
+            sweeps.append(sweep_analysis(analysed[1], method, swept))
+    print_failures(failures)
+    if not sweeps:
+        raise typer.Exit(exit_code(failures))
+
+    rows = aggregate_rows(sweeps, method)
+    stem = os.path.join(output, f"sweep_{method}")
+    _write_sweep(stem, rows, per_image_rows(sweeps, method))
+    if not quiet:
+        from rich.console import Console
+
+        from ..report.tables import sweep_table
+
+        console = Console(highlight=False, soft_wrap=False)
+        console.print(sweep_table(rows))
+        console.print(f"written: {stem}.csv, {stem}_per_image.csv, {stem}.png", markup=False, soft_wrap=True)
+    raise typer.Exit(exit_code(failures))
+
+
+def sweep_values(method: Method, values: str | None, thresholds_grid: str | None, num_scales: int) -> list[Any]:
+    """The values to sweep: parsed from the option that fits ``method``, or the defaults."""
+    from ..sweep import default_values, parse_alpha_values, parse_threshold_grid
+
+    if method is Method.V1 and values is not None:
+        raise typer.BadParameter("--values sweeps alpha (v2, budget); v1 sweeps --thresholds-grid")
+    if method is not Method.V1 and thresholds_grid is not None:
+        raise typer.BadParameter(f"--thresholds-grid sweeps v1 thresholds; {method} sweeps --values")
+    try:
+        if method is Method.V1:
+            if thresholds_grid is None:
+                return default_values(method, num_scales)
+            return list(parse_threshold_grid(thresholds_grid, num_scales))
+        return default_values(method, num_scales) if values is None else list(parse_alpha_values(values))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _write_sweep(stem: str, rows: Sequence[SweepRow], image_rows: Sequence[dict[str, Any]]) -> None:
+    from ..atomic import atomic_open, write_text
+    from ..render.plots import sweep_figure
+    from ..report.csv_text import csv_text
+    from ..sweep import CSV_COLUMNS, PER_IMAGE_CSV_COLUMNS
+
+    write_text(f"{stem}.csv", csv_text(CSV_COLUMNS, [row.to_csv_dict() for row in rows]))
+    write_text(f"{stem}_per_image.csv", csv_text(PER_IMAGE_CSV_COLUMNS, image_rows))
+    with atomic_open(f"{stem}.png", "wb") as handle:
+        sweep_figure(rows).savefig(handle, format="png")

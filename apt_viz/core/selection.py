@@ -1,0 +1,335 @@
+"""Patch selection (docs/contract.md, section 4): importance maps -> masks that partition the base grid.
+
+Every method returns ``{cell size: 0/1 float tensor (B, rows_i, cols_i)}`` in which each base cell
+is covered by exactly one selected cell. Partial cells of grids above the base are never kept
+whole. Function names are the official APT ones.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from .config import Method, MethodT, check_selection, default_thresholds
+from .grids import ImageHW, Maps, infer_image_size, partial_cells, upsample_cells
+
+Masks = Maps  # {cell size: (B, rows_i, cols_i) 0/1 float}
+
+
+@dataclass(frozen=True)
+class BudgetInfo:
+    """What the budget method decided for one image (docs/contract.md, section 4).
+
+    ``base_tokens`` is N as everywhere else; ``min_tokens`` is the minimum the forced splits of
+    partial cells leave (schema 1 called it ``base_tokens`` inside ``budget_info``).
+    """
+
+    alpha: float
+    base_tokens: int  # N: base patches
+    min_tokens: int  # tokens after the forced splits alone
+    budget: int  # T = round(alpha * N)
+    k: int  # splits applied, forced ones excluded
+    actual_tokens: int
+    tokens_per_scale: dict[int, int]
+    clamped: bool  # T < min_tokens: the result is the minimum
+
+    @property
+    def actual_retention(self) -> float:
+        return self.actual_tokens / self.base_tokens
+
+    @property
+    def target_retention(self) -> float:
+        return self.budget / self.base_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (``tokens_per_scale`` keyed by strings), retentions included."""
+        out = asdict(self)
+        out["tokens_per_scale"] = {str(size): n for size, n in self.tokens_per_scale.items()}
+        out["actual_retention"] = self.actual_retention
+        out["target_retention"] = self.target_retention
+        return out
+
+
+@dataclass
+class Selection:
+    """What a selection method decided for a batch."""
+
+    method: Method
+    masks: Masks
+    alpha: float | None = None  # v2, budget
+    thresholds: torch.Tensor | None = None  # (B, S-1) applied per image: v1's, or v2's effective ones
+    budget_info: list[BudgetInfo] | None = None  # per image, budget only
+
+
+# --- shared steps --------------------------------------------------------------------------------
+
+def _selectable_scores(maps: Maps, image_size: ImageHW | None) -> Maps:
+    """Scores with partial cells of grids above the base set to +inf (never kept whole)."""
+    height, width = image_size or infer_image_size(maps)
+    sizes = sorted(maps)
+    scores = {sizes[0]: maps[sizes[0]]}
+    for size in sizes[1:]:
+        partial = partial_cells(height, width, size, maps[size].device)
+        scores[size] = maps[size].float().masked_fill(partial, math.inf)
+    return scores
+
+
+def resolve_hierarchy(keep: Maps) -> Masks:
+    """Official APT step: from the largest scale down, a kept cell removes every smaller cell under it."""
+    sizes = sorted(keep)
+    masks = {size: keep[size].float() for size in sizes}
+    for i in range(len(sizes) - 1, 0, -1):
+        for j in range(i):
+            small = sizes[j]
+            covered = upsample_cells(masks[sizes[i]], sizes[i] // small, masks[small].shape[-2:])
+            masks[small] = masks[small] * (1 - covered)
+    return masks
+
+
+# --- v1 / v2 -------------------------------------------------------------------------------------
+
+def select_patches_by_threshold(
+    maps: Maps, thresholds: Sequence[float] | torch.Tensor, image_size: ImageHW | None = None
+) -> Masks:
+    """v1: keep a cell of scale i when its score is below ``thresholds[i-1]``, then resolve the hierarchy.
+
+    Args:
+        maps: {cell size: (B, rows_i, cols_i)} importance maps.
+        thresholds: One per scale above the base (28 px first), or a (B, S-1) tensor of
+            per-image thresholds.
+        image_size: (H, W) of the image, to find partial cells; by default the base grid is
+            taken as unpadded.
+
+    Returns:
+        {cell size: (B, rows_i, cols_i)} 0/1 masks that partition the base grid.
+    """
+    sizes = sorted(maps)
+    per_image = torch.is_tensor(thresholds) and thresholds.dim() == 2
+    if not per_image and len(thresholds) != len(sizes) - 1:
+        raise ValueError(f"need {len(sizes) - 1} thresholds (one per scale above the base), got {len(thresholds)}")
+    scores = _selectable_scores(maps, image_size)
+    keep = {sizes[0]: torch.ones_like(maps[sizes[0]], dtype=torch.float32)}
+    for i, size in enumerate(sizes[1:]):
+        if torch.is_tensor(thresholds):
+            applied = thresholds.to(scores[size].device, torch.float32)
+            keep[size] = scores[size] < (applied[:, i, None, None] if per_image else applied[i])
+        else:
+            keep[size] = scores[size] < float(thresholds[i])
+    return resolve_hierarchy(keep)
+
+
+def dynamic_thresholds(maps: Maps, alpha: float, image_size: ImageHW | None = None) -> torch.Tensor:
+    """v2's thresholds: ``alpha * mean(score_i)`` over the non-partial cells of each scale above the base.
+
+    Returns:
+        (B, S-1) float32; NaN where a scale has no whole cell (then nothing is kept there).
+    """
+    scores = _selectable_scores(maps, image_size)
+    columns = []
+    for size in sorted(maps)[1:]:
+        score = scores[size].flatten(1)
+        whole = torch.isfinite(score)
+        total = torch.where(whole, score, torch.zeros_like(score)).sum(dim=1, dtype=torch.float64)
+        count = whole.sum(dim=1)
+        mean = torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
+        columns.append((alpha * mean).float())
+    batch = next(iter(maps.values())).shape[0]
+    if not columns:
+        return torch.empty(batch, 0)
+    return torch.stack(columns, dim=1)
+
+
+def select_patches_by_threshold_v2(maps: Maps, alpha: float = 1.0, image_size: ImageHW | None = None) -> Masks:
+    """v2: v1 with per-image thresholds ``alpha * mean(score_i)``; higher alpha keeps more large cells.
+
+    Args:
+        maps: {cell size: (B, rows_i, cols_i)} importance maps.
+        alpha: Threshold factor, > 0.
+        image_size: (H, W) of the image (see :func:`select_patches_by_threshold`).
+
+    Returns:
+        {cell size: (B, rows_i, cols_i)} 0/1 masks that partition the base grid.
+    """
+    return select_patches_by_threshold(maps, dynamic_thresholds(maps, alpha, image_size), image_size)
+
+
+# --- budget --------------------------------------------------------------------------------------
+
+def budget_target(alpha: float, base_tokens: int) -> int:
+    """T = round(alpha * N) (Python's round: halves go to the even integer)."""
+    return round(alpha * base_tokens)
+
+
+def select_patches_by_budget(
+    maps: Maps, alpha: float, image_size: ImageHW | None = None
+) -> tuple[Masks, list[BudgetInfo]]:
+    """budget: quadtree splits in order of priority until ``round(alpha * N)`` tokens.
+
+    Every top-level cell starts as one token; partial cells are split first (forced); then whole
+    cells are split in order of descending priority (a child never outranks its parent; ties:
+    larger cell, then row, then column) while the tokens stay within the budget.
+
+    Args:
+        maps: {cell size: (B, rows_i, cols_i)} importance maps.
+        alpha: Fraction of the base patches, in (0, 1].
+        image_size: (H, W) of the image (see :func:`select_patches_by_threshold`).
+
+    Returns:
+        The masks ({cell size: (B, rows_i, cols_i)} 0/1, a partition of the base grid) and one
+        :class:`BudgetInfo` per image.
+    """
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha must be in (0, 1] for budget, got {alpha}")
+    sizes = sorted(maps)
+    height, width = image_size or infer_image_size(maps)
+    base = maps[sizes[0]]
+    batch, device = base.shape[0], base.device
+    base_tokens = base.shape[-2] * base.shape[-1]
+    target = budget_target(alpha, base_tokens)
+
+    partial = {size: partial_cells(height, width, size, device) for size in sizes[1:]}
+    min_tokens = _min_tokens(maps, sizes, partial)
+    priority = _priorities(_selectable_scores(maps, image_size), sizes)
+    levels = list(range(len(sizes) - 1, 0, -1))  # candidates: largest scale first, row-major
+    candidates = (
+        torch.cat([priority[sizes[i]].flatten(1)[:, ~partial[sizes[i]].flatten()] for i in levels], dim=1)
+        if levels
+        else torch.empty(batch, 0, device=device)
+    )
+    clamped = target < min_tokens
+    k = 0 if clamped else min(candidates.shape[1], (target - min_tokens) // 3)  # a whole split adds 3 tokens
+    split = _split_grids(_choose_splits(candidates, k), maps, sizes, levels, partial)
+    masks = _masks_from_splits(split, maps, sizes)
+
+    per_scale = torch.stack([masks[size].flatten(1).sum(dim=1) for size in sizes], dim=1).long().tolist()
+    expected = min_tokens + 3 * k
+    info = []
+    for counts in per_scale:
+        if sum(counts) != expected:  # the closed form and the masks must agree
+            raise RuntimeError(f"budget selection is inconsistent: {sum(counts)} tokens, expected {expected}")
+        info.append(
+            BudgetInfo(
+                alpha=float(alpha),
+                base_tokens=base_tokens,
+                min_tokens=min_tokens,
+                budget=target,
+                k=k,
+                actual_tokens=sum(counts),
+                tokens_per_scale=dict(zip(sizes, counts)),
+                clamped=bool(clamped),
+            )
+        )
+    return masks, info
+
+
+def _priorities(scores: Maps, sizes: list[int]) -> Maps:
+    """Split priority of every cell above the base: min(own score, parent's priority); NaN ranks last."""
+    priority: Maps = {}
+    for i in range(len(sizes) - 1, 0, -1):
+        own = torch.nan_to_num(scores[sizes[i]], nan=-math.inf, posinf=math.inf)
+        if i < len(sizes) - 1:
+            own = torch.minimum(own, upsample_cells(priority[sizes[i + 1]], 2, own.shape[-2:]))
+        priority[sizes[i]] = own
+    return priority
+
+
+def _min_tokens(maps: Maps, sizes: list[int], partial: dict[int, torch.Tensor]) -> int:
+    """Tokens after the forced splits alone: the top grid's cells, plus children - 1 per partial cell."""
+    top = maps[sizes[-1]].shape[-2:]
+    tokens = top[0] * top[1]
+    for level, size in enumerate(sizes[1:], start=1):
+        tokens += int((_children_inside(maps, sizes, level) - 1)[partial[size]].sum())
+    return tokens
+
+
+def _children_inside(maps: Maps, sizes: list[int], level: int) -> torch.Tensor:
+    """(rows_i, cols_i): how many cells of grid ``level - 1`` lie under each cell of grid ``level``."""
+    child_rows, child_cols = maps[sizes[level - 1]].shape[-2:]
+    rows, cols = maps[sizes[level]].shape[-2:]
+    device = maps[sizes[level]].device
+    row_count = (child_rows - 2 * torch.arange(rows, device=device)).clamp(max=2)
+    col_count = (child_cols - 2 * torch.arange(cols, device=device)).clamp(max=2)
+    return row_count[:, None] * col_count[None, :]
+
+
+def _choose_splits(candidates: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, n) bool: the ``k`` highest-priority candidates of each image.
+
+    A stable descending sort keeps the candidate order (larger cell, row, column) among equal
+    priorities, and parents before their children (a child's priority never exceeds its parent's).
+    """
+    order = torch.sort(candidates, dim=1, descending=True, stable=True).indices[:, :k]
+    chosen = torch.zeros_like(candidates, dtype=torch.bool)
+    return chosen.scatter_(1, order, True)
+
+
+def _split_grids(
+    chosen: torch.Tensor, maps: Maps, sizes: list[int], levels: list[int], partial: dict[int, torch.Tensor]
+) -> Maps:
+    """{size: (B, rows_i, cols_i) bool} cells that are split: the partial ones and the chosen whole ones."""
+    batch = chosen.shape[0]
+    split: Maps = {}
+    offset = 0
+    for i in levels:
+        whole = ~partial[sizes[i]]
+        count = int(whole.sum())
+        grid = partial[sizes[i]].expand(batch, -1, -1).clone()
+        grid[:, whole] = chosen[:, offset : offset + count]
+        split[sizes[i]] = grid
+        offset += count
+    return split
+
+
+def _masks_from_splits(split: Maps, maps: Maps, sizes: list[int]) -> Masks:
+    """A cell is selected when its parent is split (the top grid: always) and it is not split itself."""
+    batch, device = maps[sizes[0]].shape[0], maps[sizes[0]].device
+    masks: Masks = {}
+    for i, size in enumerate(sizes):
+        shape = maps[size].shape[-2:]
+        parent_split = (
+            upsample_cells(split[sizes[i + 1]], 2, shape)
+            if i + 1 < len(sizes)
+            else torch.ones(batch, *shape, dtype=torch.bool, device=device)
+        )
+        own_split = split.get(size, torch.zeros(batch, *shape, dtype=torch.bool, device=device))
+        masks[size] = (parent_split & ~own_split).float()
+    return masks
+
+
+# --- one entry point -----------------------------------------------------------------------------
+
+def select_patches(
+    maps: Maps,
+    method: MethodT = Method.V1,
+    *,
+    alpha: float = 1.0,
+    thresholds: Sequence[float] | None = None,
+    image_size: ImageHW | None = None,
+) -> Selection:
+    """Run a selection method by name and return the masks with what it decided.
+
+    Args:
+        maps: {cell size: (B, rows_i, cols_i)} importance maps.
+        method: ``v1``, ``v2`` or ``budget``.
+        alpha: v2 threshold factor (> 0) or budget fraction (in (0, 1]); unused by v1.
+        thresholds: v1 thresholds (None: the official 3.0, 2.0).
+        image_size: (H, W) of the image (see :func:`select_patches_by_threshold`).
+
+    Returns:
+        A :class:`Selection`: masks, the thresholds applied (v1, v2) or the budget info.
+    """
+    num_scales = len(maps)
+    method = check_selection(method, alpha, thresholds, num_scales)
+    batch = next(iter(maps.values())).shape[0]
+    if method is Method.V1:
+        applied = tuple(thresholds) if thresholds is not None else default_thresholds(num_scales)
+        masks = select_patches_by_threshold(maps, applied, image_size)
+        return Selection(method, masks, None, torch.tensor([applied] * batch, dtype=torch.float32).view(batch, -1))
+    if method is Method.V2:
+        effective = dynamic_thresholds(maps, alpha, image_size)
+        return Selection(method, select_patches_by_threshold(maps, effective, image_size), alpha, effective.cpu())
+    masks, info = select_patches_by_budget(maps, alpha, image_size)
+    return Selection(method, masks, alpha, None, info)

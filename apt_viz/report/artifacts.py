@@ -1,0 +1,17 @@
+"""Names of the files in one image's output folder (docs/contract.md, section 7).
+
+Relative paths with ``/`` (as recorded in ``stats.json``'s ``artifacts`` and linked from
+``index.html``); :mod:`apt_viz.batch.layout` writes them.
+"""
+from __future__ import annotations
+
+STATS_FILE = "stats.json"
+HEATMAP_DIR = "01_heatmaps"
+OVERLAY_PATH = "02_patches_grid/patches_visualization.jpg"
+ORIGINAL_PATH = "03_original_resized/original_image.jpg"
+RESIZED_PATH = "03_original_resized/resized_image.jpg"
+SUMMARIES = ("summary.json", "summary.csv")
+
+
+def heatmap_path(size: int) -> str:
+    return f"{HEATMAP_DIR}/importance_map_scale_{size}.png"

@@ -1,0 +1,109 @@
+"""The per-image record: the content of ``stats.json`` (docs/stats_schema.md).
+
+Every report (tables, summaries, CSV, ``index.html``, ``apt-viz stats``) reads these records, so
+results from worker processes and from earlier runs (``--skip-existing``) are reported the same
+way as fresh ones.
+
+Schema history: version 2 (apt-viz 0.2) added ``schema_version`` and ``backend``, and gave
+``base_tokens`` one meaning, N, everywhere: inside ``budget_info`` it used to be the minimum after
+forced splits (now ``min_tokens``) and N was ``base_small_tokens`` (removed).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional, TypedDict
+
+from .. import __version__
+from ..core.grids import grid_shape
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..analysis import ImageAnalysis
+
+SCHEMA_VERSION = 2
+
+
+class SizeRecord(TypedDict):
+    width: int
+    height: int
+
+
+class Qwen2VLRecord(TypedDict):
+    merge_size: int
+    vision_tokens: int
+    baseline_vision_tokens: int
+    vision_ratio: float
+    llm_tokens: int
+    baseline_llm_tokens: int
+    llm_ratio: float
+
+
+class _RequiredStats(TypedDict):
+    schema_version: int
+    input: Optional[str]
+    original_size: SizeRecord
+    resized_size: SizeRecord
+    grid_sizes: dict[str, dict[str, int]]
+    scorer: str
+    backend: str
+    method: str
+    alpha: Optional[float]
+    thresholds: Optional[list[Optional[float]]]
+    tokens_per_scale: dict[str, int]
+    tokens: int
+    base_tokens: int
+    retention: float
+    target_retention: Optional[float]
+    budget_info: Optional[dict[str, Any]]
+    qwen2vl: Qwen2VLRecord
+    config: dict[str, Any]
+    apt_viz_version: str
+
+
+class StatsRecord(_RequiredStats, total=False):
+    """One image's ``stats.json``; ``name`` and ``artifacts`` are added by a folder run."""
+
+    name: str
+    artifacts: list[str]
+
+
+def size_record(height: int, width: int) -> SizeRecord:
+    return {"width": width, "height": height}
+
+
+def stats_record(analysis: ImageAnalysis) -> StatsRecord:
+    """The ``stats.json`` content of an analysis (docs/stats_schema.md)."""
+    height, width = analysis.resized_hw
+    stats = analysis.stats
+    info = analysis.budget_info
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "input": analysis.source,
+        "original_size": size_record(*analysis.original_hw),
+        "resized_size": size_record(height, width),
+        "grid_sizes": {
+            str(size): {"rows": rows, "cols": cols}
+            for size in analysis.config.patch_sizes
+            for rows, cols in [grid_shape(height, width, size)]
+        },
+        "scorer": str(analysis.config.scorer),
+        "backend": str(analysis.config.backend),
+        "method": str(analysis.selection.method),
+        "alpha": analysis.selection.alpha,
+        "thresholds": analysis.thresholds,
+        "tokens_per_scale": {str(size): n for size, n in stats.tokens_per_scale.items()},
+        "tokens": stats.tokens,
+        "base_tokens": stats.base_tokens,
+        "retention": stats.retention,
+        "target_retention": analysis.target_retention,
+        "budget_info": None if info is None else info.to_dict(),
+        "qwen2vl": {
+            "merge_size": stats.merge_size,
+            "vision_tokens": stats.tokens,
+            "baseline_vision_tokens": stats.base_tokens,
+            "vision_ratio": stats.retention,
+            "llm_tokens": stats.llm_tokens,
+            "baseline_llm_tokens": stats.baseline_llm_tokens,
+            "llm_ratio": stats.llm_retention,
+        },
+        "config": analysis.config.to_dict(),
+        "apt_viz_version": __version__,
+    }

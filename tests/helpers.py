@@ -1,0 +1,93 @@
+"""Helpers and worked cases shared by the tests (imported as ``helpers``; fixtures live in conftest)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEST_IMG_DIR = REPO_ROOT / "test_img"
+PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
+PHOTO_PATHS = {name: TEST_IMG_DIR / f"{name}.jpg" for name in PHOTO_NAMES}
+
+
+def grid(rows: list[list[float]]) -> torch.Tensor:
+    """A hand-written (rows, cols) grid as a (1, rows, cols) float32 tensor (a batch of one)."""
+    return torch.tensor(rows, dtype=torch.float32).unsqueeze(0)
+
+
+def token_count(masks: dict) -> int:
+    """Selected cells over all scales (= vision tokens) of a batch of one."""
+    return int(sum(m.sum() for m in masks.values()))
+
+
+def per_image_tokens(masks: dict) -> torch.Tensor:
+    """(B,) selected cells over all scales, per image."""
+    return sum(m.flatten(1).sum(dim=1) for m in masks.values())
+
+
+def load_photo_tensor(name_or_path: str | Path, resize: bool = True, size: tuple[int, int] | None = None):
+    """A test photo as a (1, 3, H, W) float32 tensor in [0, 255], prepared by apt_viz.imaging.
+
+    ``resize``: smart_resize it as Qwen2-VL would (Pillow backend, as before the torchvision default);
+    ``size`` (height, width): BICUBIC to exactly that size instead (for odd sizes); neither: the
+    original pixels.
+    """
+    from PIL import Image
+
+    from apt_viz.imaging import load_image, pil_to_tensor, resize_for_qwen2vl
+
+    path = PHOTO_PATHS.get(str(name_or_path), Path(name_or_path))
+    image = load_image(path)
+    if size is not None:
+        image = image.resize((size[1], size[0]), resample=Image.Resampling.BICUBIC)
+    elif resize:
+        image = resize_for_qwen2vl(image, backend="pil")
+    return pil_to_tensor(image)
+
+
+def base_coverage(masks: dict) -> torch.Tensor:
+    """(B, rows, cols) base grid: how many selected cells (of any scale) cover each base cell.
+
+    Written independently of apt_viz.core.grids; a valid selection is a partition: every entry is 1.
+    """
+    sizes = sorted(masks)
+    base = masks[sizes[0]]
+    rows, cols = base.shape[-2:]
+    total = base.float().clone()
+    for size in sizes[1:]:
+        factor = size // sizes[0]
+        spread = masks[size].float().repeat_interleave(factor, -2).repeat_interleave(factor, -1)
+        total += spread[..., :rows, :cols]
+    return total
+
+
+# --- a worked case: hand-made maps of a 112x112 image and their v1 masks (thresholds 3, 2) ------------
+# Base grid 8x8, 28-px grid 4x4, 56-px grid 2x2; no partial cells.
+HAND_MAPS = {
+    14: torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(0)) * 9,  # never consulted by v1
+    28: grid([[0.0, 0.0, 2.9, 3.0],
+              [0.0, 0.0, 4.0, 1.0],
+              [2.0, 5.0, 0.1, 0.1],
+              [6.0, 2.99, 0.1, 0.1]]),
+    56: grid([[1.0, 2.5],
+              [5.0, 1.9]]),
+}
+# 56 px, threshold 2.0: (0,0)=1.0 and (1,1)=1.9 are kept. 28 px, threshold 3.0 (strict), then the
+# quadrants under the kept 56-px cells are cleared. 14 px: every base cell not under a kept cell.
+HAND_MASKS = {
+    14: grid([[0, 0, 0, 0, 0, 0, 1, 1],
+              [0, 0, 0, 0, 0, 0, 1, 1],
+              [0, 0, 0, 0, 1, 1, 0, 0],
+              [0, 0, 0, 0, 1, 1, 0, 0],
+              [0, 0, 1, 1, 0, 0, 0, 0],
+              [0, 0, 1, 1, 0, 0, 0, 0],
+              [1, 1, 0, 0, 0, 0, 0, 0],
+              [1, 1, 0, 0, 0, 0, 0, 0]]),
+    28: grid([[0, 0, 1, 0],
+              [0, 0, 0, 1],
+              [1, 0, 0, 0],
+              [0, 1, 0, 0]]),
+    56: grid([[1, 0],
+              [0, 1]]),
+}
