@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from helpers import PHOTO_NAMES, PHOTO_PATHS, load_photo_tensor
 
 

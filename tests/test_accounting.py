@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import HAND_MASKS, PHOTO_PATHS, grid
 
 from apt_viz import APTConfig, analyze_image
 from apt_viz.core.accounting import token_stats
 from apt_viz.core.selection import select_patches_by_budget
 from apt_viz.report.records import stats_record
+
+from helpers import HAND_MASKS, PHOTO_PATHS, grid
 
 
 def test_hand_made_masks():

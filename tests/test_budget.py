@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import PHOTO_NAMES, base_coverage, grid
 
 from apt_viz.core.scoring import compute_patch_entropy_batched
 from apt_viz.core.selection import select_patches_by_budget
+
+from helpers import PHOTO_NAMES, base_coverage, grid
 
 # --- case 1: 56x112 image, no partial cells ----------------------------------------------------
 # Base grid 4x8 (N = 32), 28-px grid 2x4, 56-px grid 1x2 (cells A = (0,0), B = (0,1)).

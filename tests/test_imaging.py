@@ -6,11 +6,12 @@ import random
 
 import numpy as np
 import pytest
-from helpers import PHOTO_PATHS
 from PIL import Image
 
 from apt_viz.core.qwen2vl import ResizeSpec, smart_resize
 from apt_viz.imaging import ImageLoadError, convert_to_rgb, load_image, pil_to_tensor, resize_for_qwen2vl
+
+from helpers import PHOTO_PATHS
 
 transformers_qwen2vl = pytest.importorskip("transformers.models.qwen2_vl.image_processing_qwen2_vl")
 transformers_transforms = pytest.importorskip("transformers.image_transforms")

@@ -4,13 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import base_coverage, per_image_tokens
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apt_viz.core.config import METHODS, SCORERS
 from apt_viz.core.scoring import compute_importance_maps
 from apt_viz.core.selection import select_patches, select_patches_by_budget, select_patches_by_threshold
+
+from helpers import base_coverage, per_image_tokens
 
 PROPERTY_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

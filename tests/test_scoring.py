@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import PHOTO_NAMES, load_photo_tensor
 
 from apt_viz.core.scoring import (
     compute_importance_maps,
@@ -14,6 +13,8 @@ from apt_viz.core.scoring import (
     compute_patch_laplacian_batched,
     compute_patch_upsample_mse_batched,
 )
+
+from helpers import PHOTO_NAMES, load_photo_tensor
 
 SIZES = (14, 28, 56)
 

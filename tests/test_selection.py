@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from helpers import HAND_MAPS, PHOTO_NAMES, base_coverage, grid, token_count
 
 from apt_viz.core.scoring import compute_patch_entropy_batched
 from apt_viz.core.selection import (
@@ -16,6 +15,8 @@ from apt_viz.core.selection import (
     select_patches_by_threshold_v2,
 )
 from apt_viz.report.records import stats_record
+
+from helpers import HAND_MAPS, PHOTO_NAMES, base_coverage, grid, token_count
 
 
 def test_v1_hand_made_maps_cell_by_cell():

@@ -6,11 +6,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import PHOTO_NAMES, base_coverage, load_photo_tensor
 
 from apt_viz.core.scoring import compute_importance_maps, compute_patch_entropy_batched, compute_patch_laplacian_batched
 from apt_viz.core.selection import select_patches
 from apt_viz.core.tokenizer import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PatchTokenizer
+
+from helpers import PHOTO_NAMES, base_coverage, load_photo_tensor
 
 MEAN = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
