@@ -1,4 +1,4 @@
-"""Qwen2-VL token accounting (SPEC 5) on hand-made masks and on a budget run over a photo."""
+"""Qwen2-VL token accounting (docs/contract.md, section 5) on hand-made masks and on a budget run over a photo."""
 from __future__ import annotations
 
 import pytest

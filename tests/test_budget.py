@@ -1,4 +1,4 @@
-"""budget selection (SPEC 4) on cases worked by hand: exact masks, k, base_tokens, budget, clamped,
+"""budget selection (docs/contract.md, section 4) on cases worked by hand: exact masks, k, base_tokens, budget, clamped,
 tie-breaking order, forced splits on a size that is not a multiple of 56."""
 from __future__ import annotations
 

@@ -269,7 +269,7 @@ def test_three_ways_to_choose_method_and_alpha_agree_and_call_overrides_win(imag
     assert (defaults.patch_selection_method, defaults.alpha) == ("v2", 0.5)  # ...for that call only
     assert apt_result(defaults(images)) != expected
     assert apt_result(APTQwen2VLImageProcessor()(images)) != expected  # v1 default differs
-    # budget 0.3 hits round(0.3 * N) within 3 tokens on every image (SPEC 4)
+    # budget 0.3 hits round(0.3 * N) within 3 tokens on every image (docs/contract.md, section 4)
     n = [h * w for _, h, w in at_construction(images)["image_grid_thw"].tolist()]
     assert all(0 <= round(0.3 * b) - t < 3 for b, t in zip(n, expected[0]))
     # ints and tuples are accepted where floats and lists are meant

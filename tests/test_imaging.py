@@ -1,4 +1,4 @@
-"""Image preparation (SPEC 1): smart_resize and convert_to_rgb against transformers, load_image's
+"""Image preparation (docs/contract.md, section 1): smart_resize and convert_to_rgb against transformers, load_image's
 orientation / first frame / one-line errors, and the BICUBIC resize."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Importance scorers (SPEC 3) against hand-computed cells and slow direct per-cell implementations."""
+"""Importance scorers (docs/contract.md, section 3) against hand-computed cells and slow direct per-cell implementations."""
 from __future__ import annotations
 
 import math
@@ -24,10 +24,10 @@ def _gray_image(gray: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(gray, dtype=np.float32)).expand(1, 3, *gray.shape).clone()
 
 
-# --- slow references, written straight from the SPEC --------------------------------------------
+# --- slow references, written straight from docs/contract.md --------------------------------------------
 
 def _gray_np(image: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) -> float32 gray, same float32 operations as the SPEC's formula."""
+    """(1, 3, H, W) -> float32 gray, same float32 operations as the formula of docs/contract.md."""
     r, g, b = (image[0, c].numpy().astype(np.float32) for c in range(3))
     return np.float32(0.2989) * r + np.float32(0.5870) * g + np.float32(0.1140) * b
 

@@ -1,4 +1,4 @@
-"""v1 and v2 selection (SPEC 4) on hand-made maps whose masks are listed cell by cell, plus v2's
+"""v1 and v2 selection (docs/contract.md, section 4) on hand-made maps whose masks are listed cell by cell, plus v2's
 effective thresholds and the select_patches entry point."""
 from __future__ import annotations
 

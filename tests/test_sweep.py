@@ -129,7 +129,7 @@ def test_budget_retention_tracks_alpha(analyses, name):
         target = round(point.value * n)
         assert point.target_retention == target / n and point.budget_info.budget == target
         minimum = point.budget_info.min_tokens  # every top-level cell, after forced splits
-        if target < minimum:  # SPEC 4.5: below the minimum the result is that minimum, flagged
+        if target < minimum:  # docs/contract.md, section 4.5: below the minimum the result is that minimum, flagged
             assert point.budget_info.clamped and point.stats.tokens == minimum
             clamped += 1
             continue

@@ -1,4 +1,4 @@
-"""PatchTokenizer (SPEC 6): un-normalization, masks -> output_mask / seqlens, patch groups, forward."""
+"""PatchTokenizer (docs/contract.md, section 6): un-normalization, masks -> output_mask / seqlens, patch groups, forward."""
 from __future__ import annotations
 
 import math
