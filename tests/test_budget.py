@@ -26,7 +26,7 @@ from helpers import PHOTO_NAMES, base_coverage, grid
 CASE1_MAPS = {
     14: torch.rand(1, 4, 8, generator=torch.Generator().manual_seed(0)),  # base scores are never split
     28: grid([[4.0, 1.0, 3.0, 6.0],
-            [0.5, 2.0, 1.5, 0.2]]),
+              [0.5, 2.0, 1.5, 0.2]]),
     56: grid([[5.0, 2.0]]),
 }
 CASE1_ORDER = [(56, 0, 0), (28, 0, 0), (56, 0, 1), (28, 0, 2), (28, 0, 3),
@@ -54,11 +54,11 @@ def test_case1_alpha_half_exact_masks():
     # T = round(0.5 * 32) = 16 -> k = (16 - 2) // 3 = 4 splits: A, 28(0,0), B, 28(0,2) -> 14 tokens.
     assert torch.equal(masks[56], grid([[0, 0]]))
     assert torch.equal(masks[28], grid([[0, 1, 0, 1],
-                                      [1, 1, 1, 1]]))
+                                        [1, 1, 1, 1]]))
     assert torch.equal(masks[14], grid([[1, 1, 0, 0, 1, 1, 0, 0],
-                                      [1, 1, 0, 0, 1, 1, 0, 0],
-                                      [0, 0, 0, 0, 0, 0, 0, 0],
-                                      [0, 0, 0, 0, 0, 0, 0, 0]]))
+                                        [1, 1, 0, 0, 1, 1, 0, 0],
+                                        [0, 0, 0, 0, 0, 0, 0, 0],
+                                        [0, 0, 0, 0, 0, 0, 0, 0]]))
     assert [i.to_dict() for i in info] == [
         {
             "alpha": 0.5,
@@ -140,10 +140,10 @@ def test_batch_images_are_selected_independently():
 CASE2_MAPS = {
     14: torch.rand(1, 5, 6, generator=torch.Generator().manual_seed(1)),
     28: grid([[3.0, 0.5, 2.0],
-            [0.1, 0.2, 4.0],
-            [0.0, 0.0, 0.0]]),  # partial row: its low scores must not keep it whole
+              [0.1, 0.2, 4.0],
+              [0.0, 0.0, 0.0]]),  # partial row: its low scores must not keep it whole
     56: grid([[1.0, 0.0],
-            [0.0, 0.0]]),  # partial cells scored 0 (would rank last if they were not forced)
+              [0.0, 0.0]]),  # partial cells scored 0 (would rank last if they were not forced)
 }
 
 
@@ -155,13 +155,13 @@ def test_case2_forced_splits_alpha_half():
     masks, (info,) = _case2(0.5)
     # T = 15 -> k = (15 - 9) // 3 = 2: 28(1,2) and 28(0,2) are split -> 15 tokens.
     assert torch.equal(masks[56], grid([[1, 0],
-                                      [0, 0]]))
+                                        [0, 0]]))
     assert torch.equal(masks[28], torch.zeros(1, 3, 3))
     assert torch.equal(masks[14], grid([[0, 0, 0, 0, 1, 1],
-                                      [0, 0, 0, 0, 1, 1],
-                                      [0, 0, 0, 0, 1, 1],
-                                      [0, 0, 0, 0, 1, 1],
-                                      [1, 1, 1, 1, 1, 1]]))
+                                        [0, 0, 0, 0, 1, 1],
+                                        [0, 0, 0, 0, 1, 1],
+                                        [0, 0, 0, 0, 1, 1],
+                                        [1, 1, 1, 1, 1, 1]]))
     assert (info.base_tokens, info.min_tokens, info.budget, info.k) == (30, 9, 15, 2)
     assert info.actual_tokens == 15 and info.tokens_per_scale == {14: 14, 28: 0, 56: 1}
     assert not info.clamped
@@ -171,8 +171,8 @@ def test_case2_next_split_is_the_whole_56_cell():
     masks, (info,) = _case2(0.6)  # T = 18 -> k = 3: + 56(0,0)
     assert int(masks[56].sum()) == 0
     assert torch.equal(masks[28], grid([[1, 1, 0],
-                                      [1, 1, 0],
-                                      [0, 0, 0]]))
+                                        [1, 1, 0],
+                                        [0, 0, 0]]))
     assert info.k == 3 and info.actual_tokens == 18
 
 

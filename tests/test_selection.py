@@ -16,29 +16,17 @@ from apt_viz.core.selection import (
 )
 from apt_viz.report.records import stats_record
 
-from helpers import HAND_MAPS, PHOTO_NAMES, base_coverage, grid, token_count
+from helpers import HAND_MAPS, HAND_MASKS, PHOTO_NAMES, base_coverage, grid, token_count
 
 
 def test_v1_hand_made_maps_cell_by_cell():
     masks = select_patches_by_threshold(HAND_MAPS, [3.0, 2.0])
-    # 56 px, threshold 2.0 (thresholds[1]): (0,0)=1.0 and (1,1)=1.9 are kept; 2.5 and 5.0 are not.
-    assert torch.equal(masks[56], grid([[1, 0],
-                                      [0, 1]]))
-    # 28 px, threshold 3.0 (thresholds[0]), strict: 3.0 is not kept. score < 3 gives
-    #   1 1 1 0 / 1 1 0 1 / 1 0 1 1 / 0 1 1 1, then the quadrants under the kept 56-px cells are cleared.
-    assert torch.equal(masks[28], grid([[0, 0, 1, 0],
-                                      [0, 0, 0, 1],
-                                      [1, 0, 0, 0],
-                                      [0, 1, 0, 0]]))
-    # 14 px: every base cell not under a kept 28/56 cell.
-    assert torch.equal(masks[14], grid([[0, 0, 0, 0, 0, 0, 1, 1],
-                                      [0, 0, 0, 0, 0, 0, 1, 1],
-                                      [0, 0, 0, 0, 1, 1, 0, 0],
-                                      [0, 0, 0, 0, 1, 1, 0, 0],
-                                      [0, 0, 1, 1, 0, 0, 0, 0],
-                                      [0, 0, 1, 1, 0, 0, 0, 0],
-                                      [1, 1, 0, 0, 0, 0, 0, 0],
-                                      [1, 1, 0, 0, 0, 0, 0, 0]]))
+    # helpers.HAND_MASKS, worked by hand: 56 px, threshold 2.0 (thresholds[1]): (0,0)=1.0 and
+    # (1,1)=1.9 are kept; 2.5 and 5.0 are not. 28 px, threshold 3.0 (thresholds[0]), strict: 3.0 is
+    # not kept; score < 3 gives 1 1 1 0 / 1 1 0 1 / 1 0 1 1 / 0 1 1 1, then the quadrants under the
+    # kept 56-px cells are cleared. 14 px: every base cell not under a kept 28/56 cell.
+    for size in (56, 28, 14):
+        assert torch.equal(masks[size], HAND_MASKS[size]), size
     assert token_count(masks) == 2 + 4 + 16
     assert torch.equal(base_coverage(masks), torch.ones(1, 8, 8))
 
@@ -47,11 +35,11 @@ def test_v1_threshold_i_minus_1_belongs_to_scale_i():
     # Swapped thresholds: 56 px now uses 3.0, so (0,1)=2.5 is kept too; 28 px uses 2.0.
     masks = select_patches_by_threshold(HAND_MAPS, [2.0, 3.0])
     assert torch.equal(masks[56], grid([[1, 1],
-                                      [0, 1]]))
+                                        [0, 1]]))
     assert torch.equal(masks[28], grid([[0, 0, 0, 0],
-                                      [0, 0, 0, 0],
-                                      [0, 0, 0, 0],
-                                      [0, 0, 0, 0]]))  # 2.0 and 2.99 are not < 2.0; the rest is covered
+                                        [0, 0, 0, 0],
+                                        [0, 0, 0, 0],
+                                        [0, 0, 0, 0]]))  # 2.0 and 2.99 are not < 2.0; the rest is covered
     assert int(masks[14].sum()) == 64 - 3 * 16
     assert torch.equal(base_coverage(masks), torch.ones(1, 8, 8))
 
@@ -69,11 +57,11 @@ def test_v1_never_keeps_partial_cells():
     maps = {14: torch.zeros(1, 8, 10), 28: torch.zeros(1, 4, 5), 56: torch.zeros(1, 2, 3)}
     masks = select_patches_by_threshold(maps, [3.0, 2.0], image_size=(100, 131))
     assert torch.equal(masks[56], grid([[1, 1, 0],
-                                      [0, 0, 0]]))
+                                        [0, 0, 0]]))
     assert torch.equal(masks[28], grid([[0, 0, 0, 0, 0],
-                                      [0, 0, 0, 0, 0],
-                                      [1, 1, 1, 1, 0],
-                                      [0, 0, 0, 0, 0]]))
+                                        [0, 0, 0, 0, 0],
+                                        [1, 1, 1, 1, 0],
+                                        [0, 0, 0, 0, 0]]))
     expected_14 = torch.zeros(1, 8, 10)
     expected_14[:, 6:, :] = 1  # under the partial 28-px row (base rows 6-7, incl. partial base row 7)
     expected_14[:, :6, 8:] = 1  # under the partial 28-px column

@@ -103,7 +103,7 @@ def unpatchify(
     p, m, t = patch_size, merge_size, temporal_patch_size
     channels = rows.shape[-1] // (t * p * p)
     blocks = rows.reshape(grid_h // m, grid_w // m, m, m, channels, t, p, p)[..., 0, :, :]
-    # (bh bw m1 m2) (c t y x) -> c (bh m1 y) (bw m2 x), first temporal copy
+    # bh bw m1 m2 c y x -> c (bh m1 y) (bw m2 x)  (rows: merge blocks, first temporal copy taken above)
     image = blocks.permute(4, 0, 2, 5, 1, 3, 6).reshape(channels, grid_h * p, grid_w * p)
     return image.unsqueeze(0)
 
@@ -316,13 +316,3 @@ AutoImageProcessor.register(
     image_processor_classes={"torchvision": APTQwen2VLImageProcessor, "pil": APTQwen2VLImageProcessorPil},
     exist_ok=True,
 )
-
-__all__ = [
-    "APT_OUTPUT_KEYS",
-    "APTQwen2VLImageProcessor",
-    "APTQwen2VLImageProcessorKwargs",
-    "APTQwen2VLImageProcessorPil",
-    "apt_config",
-    "apt_view",
-    "unpatchify",
-]
