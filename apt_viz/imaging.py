@@ -28,7 +28,14 @@ INPUT_ERRORS = (ImageLoadError, UnsupportedImageError)
 
 
 def convert_to_rgb(image: Image.Image) -> Image.Image:
-    """RGB exactly as transformers' ``convert_to_rgb``: transparency is composited onto white."""
+    """RGB exactly as transformers' ``convert_to_rgb``: transparency is composited onto white.
+
+    Args:
+        image: Any PIL image (palette, grayscale, CMYK, 16-bit, with or without alpha).
+
+    Returns:
+        An RGB image (``image`` itself when it already is one).
+    """
     if image.mode == "RGB":
         return image
     has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
@@ -42,9 +49,16 @@ def convert_to_rgb(image: Image.Image) -> Image.Image:
 def load_image(path: str | os.PathLike, max_image_pixels: int | None = Image.MAX_IMAGE_PIXELS) -> Image.Image:
     """Open ``path`` as Qwen2-VL would take it: first frame, EXIF orientation applied, RGB.
 
-    Raises :class:`ImageLoadError` with a one-line reason for anything unusable: missing,
-    empty, not an image, truncated, or larger than ``max_image_pixels`` (Pillow's
-    decompression-bomb guard; ``None`` disables it).
+    Args:
+        path: The image file.
+        max_image_pixels: Pillow's decompression-bomb limit for this call (None: no limit).
+
+    Returns:
+        An RGB PIL image, fully loaded (the file is closed).
+
+    Raises:
+        ImageLoadError: one line for anything unusable: missing, empty, not an image, truncated,
+            or larger than ``max_image_pixels``.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -116,7 +130,7 @@ def _resize_like_torchvision(image: Image.Image, height: int, width: int) -> Ima
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """(1, 3, H, W) float32 in [0, 255]."""
+    """The RGB pixels of ``image`` as a (1, 3, H, W) float32 tensor in [0, 255]."""
     import numpy as np
     import torch
 

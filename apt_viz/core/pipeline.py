@@ -27,7 +27,15 @@ class APTResult:
 
 
 def compute_maps(images: torch.Tensor, config: APTConfig) -> Maps:
-    """Importance maps of ``images`` ((B, C, H, W) in [0, 255]) with the scorer settings of ``config``."""
+    """Importance maps with the scorer settings of ``config``.
+
+    Args:
+        images: (B, C, H, W) in [0, 255], any device.
+        config: Supplies scorer, patch size, number of scales, bins and aggregate.
+
+    Returns:
+        {cell size: (B, rows_i, cols_i)} float32 scores, smallest size first.
+    """
     return compute_importance_maps(
         images, config.scorer, config.patch_size, config.num_scales, bins=config.bins, aggregate=config.aggregate
     )
@@ -51,6 +59,14 @@ def select(maps: Maps, config: APTConfig, image_size: ImageHW | None = None) -> 
 
 
 def run_apt(images: torch.Tensor, config: APTConfig) -> APTResult:
-    """Score, select and count for a batch of same-size images ((B, C, H, W) in [0, 255], any device)."""
+    """Score, select and count for a batch of same-size images.
+
+    Args:
+        images: (B, C, H, W) in [0, 255], any device; H and W are the image size (no padding).
+        config: All scorer and selection settings.
+
+    Returns:
+        An :class:`APTResult` (maps and masks on the images' device, per-image token counts).
+    """
     height, width = images.shape[-2:]
     return select(compute_maps(images, config), config, (height, width))

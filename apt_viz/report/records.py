@@ -70,7 +70,14 @@ def size_record(height: int, width: int) -> SizeRecord:
 
 
 def stats_record(analysis: ImageAnalysis) -> StatsRecord:
-    """The ``stats.json`` content of an analysis (docs/stats_schema.md)."""
+    """The ``stats.json`` content of an analysis.
+
+    Args:
+        analysis: One image's analysis.
+
+    Returns:
+        The record of docs/stats_schema.md, without ``name`` and ``artifacts`` (a folder run adds them).
+    """
     height, width = analysis.resized_hw
     stats = analysis.stats
     info = analysis.budget_info
