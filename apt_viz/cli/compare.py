@@ -32,7 +32,7 @@ Examples:
 @command(app, "compare", epilog=COMPARE_EXAMPLES)
 def compare_command(
     image: Annotated[str, typer.Argument(help="One image file.", show_default=False)],
-    imaging: ImageOptions,
+    *,
     output: OutputOption = DEFAULT_OUTPUT,
     alphas: Annotated[
         Optional[str],
@@ -43,6 +43,7 @@ def compare_command(
     panel_width: Annotated[
         Optional[int], typer.Option(min=64, help="Scale each panel down to this width (px).", show_default=False)
     ] = None,
+    imaging: ImageOptions,
     quiet: QuietOption = False,
 ) -> None:
     """One sheet with the v1, v2 and budget patch overlays of IMAGE side by side.

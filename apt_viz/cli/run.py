@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 @command(app, "run", epilog=EXAMPLES)
 def run_command(
     images: ImagesArgument,
-    imaging: ImageOptions,
+    *,
     selection: SelectionOptions,
     output: OutputOption = DEFAULT_OUTPUT,
     recursive: RecursiveOption = False,
@@ -43,6 +43,7 @@ def run_command(
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="Skip inputs whose stats.json already exists.")
     ] = False,
+    imaging: ImageOptions,
     quiet: QuietOption = False,
     json_output: JsonOption = False,
     debug: DebugOption = False,

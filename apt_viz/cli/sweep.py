@@ -57,12 +57,13 @@ MethodArgument = Annotated[
 @command(app, "sweep", epilog=SWEEP_EXAMPLES)
 def sweep_command(
     images: ImagesArgument,
-    imaging: ImageOptions,
-    output: OutputOption = DEFAULT_OUTPUT,
+    *,
     patch_selection_method: MethodArgument = Method.V1,
     values: ValuesOption = None,
     thresholds_grid: ThresholdsGridOption = None,
+    output: OutputOption = DEFAULT_OUTPUT,
     recursive: RecursiveOption = False,
+    imaging: ImageOptions,
     quiet: QuietOption = False,
 ) -> None:
     """Run one selection method over a range of alphas (v2, budget) or v1 threshold tuples.
