@@ -8,8 +8,8 @@ import numpy as np
 from PIL import Image
 
 from .._text import format_setting
-from ..core.grids import upsample_cells
-from ._draw import SCALE_COLOURS, cell_edges, to_numpy, with_legend
+from ..core.grids import grid_shape, upsample_cells
+from ._draw import SCALE_COLOURS, blend, cell_edges, cell_pixels, to_numpy, weight_of, weights, with_legend
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..analysis import ImageAnalysis
@@ -25,24 +25,27 @@ def patch_overlay(
     """The resized image with the outline of every selected patch, one colour per scale, and a legend.
 
     ``masks``: {cell size: (rows, cols) 0/1} as selected (a partition of the base grid). Each
-    selected cell is outlined in its scale's colour and lightly tinted (``tint``) so regions of
-    one scale read as one colour. The legend below lists each scale's colour and token count.
+    selected cell is outlined in its scale's colour and lightly tinted (``tint``, in 1/256 steps)
+    so regions of one scale read as one colour. The legend below lists each scale's colour and
+    token count.
     """
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    height, width = rgb.shape[:2]
+    rgb = np.asarray(image.convert("RGB"))
+    image_hw = (image.height, image.width)
     sizes = sorted(masks)
-    colour_of_pixel = np.zeros((height, width, 3), dtype=np.float32)
-    outline = np.zeros((height, width), dtype=bool)
+    base = sizes[0]
+    kind = np.zeros(grid_shape(*image_hw, base), dtype=np.uint8)  # base grid: the scale covering each cell
+    outline = np.zeros(image_hw, dtype=bool)
     counts = []
     for index, size in enumerate(sizes):
         kept = to_numpy(masks[size]) > 0
         counts.append(int(kept.sum()))
-        here = upsample_cells(kept, size, (height, width))
-        colour_of_pixel[here] = SCALE_COLOURS[index % len(SCALE_COLOURS)]
-        outline |= here & cell_edges(height, width, size)
-    blended = rgb * (1.0 - tint) + colour_of_pixel * tint
-    blended[outline] = colour_of_pixel[outline]
-    picture = Image.fromarray(blended.round().clip(0, 255).astype(np.uint8))
+        kind[upsample_cells(kept, size // base, kind.shape)] = index
+        outline |= cell_pixels(kept, size, image_hw) & cell_edges(*image_hw, size)
+    palette = np.array([SCALE_COLOURS[i % len(SCALE_COLOURS)] for i in range(len(sizes))], dtype=np.uint8)
+    colour = cell_pixels(np.take(palette, kind, axis=0), base, image_hw)  # (H, W, 3)
+    weight = weights(image_hw, tint)
+    weight[outline] = weight_of(1.0)  # outlines in the pure colour
+    picture = Image.fromarray(blend(rgb, colour, weight))
 
     entries = [
         (SCALE_COLOURS[i % len(SCALE_COLOURS)], f"{size} px: {count} patches")
