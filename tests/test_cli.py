@@ -19,7 +19,15 @@ from apt_viz.cli import app, route
 from apt_viz.core.config import APTConfig
 from apt_viz.core.qwen2vl import smart_resize
 from apt_viz.imaging import load_image
-from apt_viz.report.artifacts import HEATMAP_DIR, ORIGINAL_PATH, OVERLAY_PATH, RESIZED_PATH
+from apt_viz.report.artifacts import (
+    HEATMAP_DIR,
+    LLM_TOKENS_PATH,
+    ORIGINAL_PATH,
+    OVERLAY_PATH,
+    RESIZED_PATH,
+    heatmap_path,
+    importance_overlay_path,
+)
 from apt_viz.report.records import stats_record
 
 runner = CliRunner()
@@ -88,15 +96,38 @@ def test_single_image_artifacts_and_stats_match_library(tmp_path, photo_paths, m
         assert image.size == (resized_w, resized_h)
     with Image.open(folder / OVERLAY_PATH) as image:
         assert image.format == "JPEG" and image.size == render.analysis_overlay(expected).size
-    heatmaps = render.analysis_heatmaps(expected)
-    for size, picture in heatmaps.items():
-        with Image.open(folder / HEATMAP_DIR / f"importance_map_scale_{size}.png") as image:
+    heatmaps = render.analysis_heatmap_pictures(expected)
+    for size, picture in heatmaps.bare.items():
+        with Image.open(folder / heatmap_path(size)) as image:
             assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(picture))  # lossless, exact
             heat = np.asarray(image.convert("RGB"))[render.TITLE_HEIGHT : render.TITLE_HEIGHT + resized_h,
                                                     :resized_w]
             assert heat.shape[:2] == (resized_h, resized_w)  # lines up with the resized image / overlay
-    assert sorted(p.name for p in (folder / HEATMAP_DIR).iterdir()) == [
-        f"importance_map_scale_{s}.png" for s in (14, 28, 56)
+    resized = np.asarray(expected.resized, dtype=np.float64)
+    for size, picture in heatmaps.on_image.items():
+        with Image.open(folder / importance_overlay_path(size)) as image:
+            assert image.format == "JPEG" and image.size == picture.size
+            drawn = np.asarray(image.convert("RGB"), dtype=np.float64)
+        # at the resized size under the title, as the bare map; the JPEG holds the blend of map and image
+        on_image = drawn[render.TITLE_HEIGHT : render.TITLE_HEIGHT + resized_h, :resized_w]
+        split = render.split_cells(expected.masks, size) if size > 14 else None
+        heat = render.heatmap_pixels(expected.maps[size], size, expected.resized_hw, split=split)
+        off = np.ones(expected.resized_hw, dtype=bool) if heat.outline is None else ~heat.outline
+        assert np.abs(on_image - (0.5 * heat.pixels + 0.5 * resized))[off].mean() < 3  # JPEG loss only
+        assert np.abs(on_image - heat.pixels)[off].mean() > 10 < np.abs(on_image - resized)[off].mean()
+    assert sorted(p.name for p in (folder / HEATMAP_DIR).iterdir()) == sorted(
+        [f"importance_map_scale_{s}.png" for s in (14, 28, 56)]
+        + [f"importance_overlay_scale_{s}.jpg" for s in (14, 28, 56)]
+    )
+    regions = render.llm_token_pixels(expected.resized, expected.masks, expected.config.merge_size)
+    assert len(np.unique(regions.labels)) == stats["qwen2vl"]["llm_tokens"]  # one region per LLM token
+    with Image.open(folder / LLM_TOKENS_PATH) as image:
+        assert image.format == "JPEG" and image.width >= resized_w and image.height > resized_h
+        drawn = np.asarray(image.convert("RGB"), dtype=np.float64)[:resized_h, :resized_w]
+    assert np.abs(drawn - regions.pixels).mean() < 3  # the file shows these regions at the resized size
+    assert stats["artifacts"] == [
+        *(heatmap_path(s) for s in (14, 28, 56)), *(importance_overlay_path(s) for s in (14, 28, 56)),
+        OVERLAY_PATH, LLM_TOKENS_PATH, ORIGINAL_PATH, RESIZED_PATH,
     ]
 
     table = one_line(result.stdout)
@@ -137,7 +168,7 @@ def test_folder_with_corrupt_file_exits_1_and_completes_the_rest(tmp_path, photo
     good = ["chelsea.jpg", "coffee.jpg", "sub__chelsea.jpg"]
     for name in good:
         stats = json.loads((out / name / "stats.json").read_text())
-        assert all((out / name / rel).is_file() for rel in stats["artifacts"]) and len(stats["artifacts"]) == 6
+        assert all((out / name / rel).is_file() for rel in stats["artifacts"]) and len(stats["artifacts"]) == 10
     assert not (out / "broken.jpg").exists()
     assert f"failed: {inputs / 'broken.jpg'}: " in result.stderr
 

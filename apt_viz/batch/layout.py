@@ -10,7 +10,15 @@ import os
 from typing import TYPE_CHECKING, cast
 
 from ..atomic import save_image, write_json
-from ..report.artifacts import ORIGINAL_PATH, OVERLAY_PATH, RESIZED_PATH, STATS_FILE, heatmap_path
+from ..report.artifacts import (
+    LLM_TOKENS_PATH,
+    ORIGINAL_PATH,
+    OVERLAY_PATH,
+    RESIZED_PATH,
+    STATS_FILE,
+    heatmap_path,
+    importance_overlay_path,
+)
 from ..report.records import StatsRecord, stats_record
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -18,7 +26,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..analysis import ImageAnalysis
 
-JPEG_QUALITY = 95
+PHOTO_JPEG = {"quality": 95}  # the original and resized image
+# Drawn pictures (overlays, LLM-token map) carry 1-2 px coloured lines: JPEG's default 4:2:0 chroma
+# subsampling smears them (mean error ~5-9 levels at 1 MP); 4:4:4 at quality 90 is ~1-2 levels, as
+# small as 4:2:0 at quality 95, and as fast.
+DRAWING_JPEG = {"quality": 90, "subsampling": 0}
 PNG_COMPRESS_LEVEL = 1  # heatmaps are flat cells: level 1 is ~4x faster than 6 and nearly as small
 
 
@@ -35,18 +47,32 @@ def write_image_folder(
 
 
 def write_image_artifacts(analysis: ImageAnalysis, original: Image.Image, folder: str) -> list[str]:
-    """Heatmaps, overlay, original and resized image of one analysis; returns their relative paths."""
-    from ..render.heatmap import analysis_heatmaps
+    """Every picture of one analysis; returns their paths relative to ``folder``, in this order.
+
+    Per scale the bare heatmap (PNG: flat cells compress well) and the heatmap on the image
+    (JPEG: it is a photo now); the patch overlay and the LLM-token map; the original and the
+    resized image.
+    """
+    from ..render.heatmap import analysis_heatmap_pictures
+    from ..render.llm_tokens import analysis_llm_tokens
     from ..render.overlay import analysis_overlay
 
-    written = []
-    for size, picture in analysis_heatmaps(analysis).items():
-        save_image(picture, os.path.join(folder, heatmap_path(size)), compress_level=PNG_COMPRESS_LEVEL)
-        written.append(heatmap_path(size))
-    save_image(analysis_overlay(analysis), os.path.join(folder, OVERLAY_PATH), quality=JPEG_QUALITY)
-    save_image(original, os.path.join(folder, ORIGINAL_PATH), quality=JPEG_QUALITY)
-    save_image(analysis.resized, os.path.join(folder, RESIZED_PATH), quality=JPEG_QUALITY)
-    return [*written, OVERLAY_PATH, ORIGINAL_PATH, RESIZED_PATH]
+    heatmaps = analysis_heatmap_pictures(analysis)
+    pictures: list[tuple[str, Image.Image]] = [(heatmap_path(size), p) for size, p in heatmaps.bare.items()]
+    pictures += [(importance_overlay_path(size), p) for size, p in heatmaps.on_image.items()]
+    pictures += [
+        (OVERLAY_PATH, analysis_overlay(analysis)),
+        (LLM_TOKENS_PATH, analysis_llm_tokens(analysis)),
+        (ORIGINAL_PATH, original),
+        (RESIZED_PATH, analysis.resized),
+    ]
+    for relative, picture in pictures:
+        if relative.endswith(".png"):
+            options: dict[str, int] = {"compress_level": PNG_COMPRESS_LEVEL}
+        else:
+            options = PHOTO_JPEG if relative in (ORIGINAL_PATH, RESIZED_PATH) else DRAWING_JPEG
+        save_image(picture, os.path.join(folder, relative), **options)
+    return [relative for relative, _picture in pictures]
 
 
 def existing_stats(folder: str) -> StatsRecord | None:

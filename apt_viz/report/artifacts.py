@@ -8,10 +8,17 @@ from __future__ import annotations
 STATS_FILE = "stats.json"
 HEATMAP_DIR = "01_heatmaps"
 OVERLAY_PATH = "02_patches_grid/patches_visualization.jpg"
+LLM_TOKENS_PATH = "02_patches_grid/llm_tokens_visualization.jpg"
 ORIGINAL_PATH = "03_original_resized/original_image.jpg"
 RESIZED_PATH = "03_original_resized/resized_image.jpg"
 SUMMARIES = ("summary.json", "summary.csv")
 
 
 def heatmap_path(size: int) -> str:
+    """The bare importance map of one scale."""
     return f"{HEATMAP_DIR}/importance_map_scale_{size}.png"
+
+
+def importance_overlay_path(size: int) -> str:
+    """The importance map of one scale blended over the resized image."""
+    return f"{HEATMAP_DIR}/importance_overlay_scale_{size}.jpg"
