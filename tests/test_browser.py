@@ -30,8 +30,19 @@ window.addEventListener("load", function () {
     return Array.prototype.filter.call(document.querySelectorAll("#results th"),
                                        function (th) { return th.textContent === title; })[0];
   }
+  // The LLM-token map column: per row, is the picture in that column this row's, and did it load?
+  function llmColumn() {
+    var column = Array.prototype.indexOf.call(document.querySelectorAll("#results th"), header("LLM-token map"));
+    return Array.prototype.map.call(document.querySelectorAll("#results tbody tr"), function (row) {
+      var img = row.cells[column].querySelector("img");
+      var own = img && decodeURIComponent(img.getAttribute("src")) ===
+        row.getAttribute("data-name") + "/02_patches_grid/llm_tokens_visualization.jpg";
+      return own && img.complete && img.naturalWidth > 0 ? "ok" : "bad";
+    }).join("|");
+  }
   out.initial = names();
-  header("retention").click(); out.retentionUp = names();
+  out.llmColumn = llmColumn();
+  header("retention").click(); out.retentionUp = names(); out.llmColumnSorted = llmColumn();
   header("retention").click(); out.retentionDown = names();
   header("image").click(); out.imageUp = names();
   out.probeDone = "yes";
@@ -89,7 +100,8 @@ def test_index_renders_with_every_thumbnail_and_sorts(index_html):
     assert len(stats) == 4
     seen = probe(index_html)
     assert seen.get("probe-done") == "yes", seen
-    assert seen["images"] == "4" and seen["images-loaded"] == "4"  # every thumbnail decoded
+    assert seen["images"] == "8" and seen["images-loaded"] == "8"  # every thumbnail decoded: 2 per image
+    assert seen["llm-column"] == seen["llm-column-sorted"] == "|".join(["ok"] * 4)  # its own map, in its row
     assert seen["initial"] == "|".join(s["name"] for s in stats)
     assert len({s["retention"] for s in stats}) == 4  # distinct, so the expected order is unique
     assert seen["retention-up"] == names_by(stats, lambda s: s["retention"])
@@ -119,6 +131,6 @@ def test_cli_index_has_no_broken_link(index_html):
     from test_html_index import parse
 
     page = parse(index_html.read_text(encoding="utf-8"))
-    assert len(page.sources) == 4
+    assert len(page.sources) == 8
     for target in page.links + page.sources:
         assert (index_html.parent / unquote(target)).is_file(), target

@@ -15,7 +15,7 @@ import pytest
 from apt_viz import APTConfig
 from apt_viz.batch.inputs import InputItem
 from apt_viz.batch.pool import ImageJob
-from apt_viz.report.artifacts import OVERLAY_PATH
+from apt_viz.report.artifacts import LLM_TOKENS_PATH, OVERLAY_PATH
 from apt_viz.report.html import render_index
 from apt_viz.report.summary import Failure, selection_setting
 
@@ -100,13 +100,14 @@ FAILURES = [Failure("in/broken.jpg", "in/broken.jpg: corrupt or truncated image 
 def test_every_link_and_image_resolves(out_dir):
     stats_list = stats_of(out_dir)
     page = parse(render_index(out_dir, stats_list, FAILURES))
-    assert len(page.sources) == 3  # one thumbnail per image
-    per_image = 1 + 1 + len(stats_list[0]["artifacts"])  # thumbnail link, stats.json, every artifact
+    assert len(page.sources) == 6  # two thumbnails per image: the patch overlay and the LLM-token map
+    per_image = 2 + 1 + len(stats_list[0]["artifacts"])  # thumbnail links, stats.json, every artifact
     assert len(page.links) == 1 + 3 * per_image  # + summary.csv (summary.json does not exist here)
     for target in page.links + page.sources:
         assert not re.match(r"^[a-z]+:|^//|^/", target), target  # relative, no scheme: opens offline from file://
         assert (out_dir / unquote(target)).is_file(), target
     assert quote(f"coffee #1 é/{OVERLAY_PATH}") in page.sources  # escaped, and still resolves
+    assert quote(f"coffee #1 é/{LLM_TOKENS_PATH}") in page.sources
 
 
 def test_table_numbers_come_from_stats_json(out_dir):
@@ -114,7 +115,7 @@ def test_table_numbers_come_from_stats_json(out_dir):
     page = parse(render_index(out_dir, stats_list, FAILURES))
     assert [row["name"] for row in page.rows] == [stats["name"] for stats in stats_list]
     for row, stats in zip(page.rows, stats_list):
-        _, name, size, method, setting, tokens, n, retention, llm, llm_ratio, links = row["cells"]
+        _, _, name, size, method, setting, tokens, n, retention, llm, llm_ratio, links = row["cells"]
         assert name == stats["name"] and method == stats["method"] and setting == selection_setting(stats)
         assert size == f"{stats['resized_size']['width']}\u00d7{stats['resized_size']['height']}"
         assert (int(tokens), int(n)) == (stats["tokens"], stats["base_tokens"])
@@ -122,10 +123,10 @@ def test_table_numbers_come_from_stats_json(out_dir):
         assert int(llm) == stats["qwen2vl"]["llm_tokens"]
         assert float(llm_ratio) == pytest.approx(stats["qwen2vl"]["llm_ratio"], abs=5e-4)
         keys = row["keys"]  # sort keys are the exact values, not the rounded text
-        assert float(keys[7]) == stats["retention"] and int(keys[5]) == stats["tokens"]
-        assert int(keys[2]) == stats["resized_size"]["width"] * stats["resized_size"]["height"]
-        assert links.split() == ["stats", "heatmap", "14", "heatmap", "28", "heatmap", "56", "overlay",
-                                 "original", "resized"]
+        assert float(keys[8]) == stats["retention"] and int(keys[6]) == stats["tokens"]
+        assert int(keys[3]) == stats["resized_size"]["width"] * stats["resized_size"]["height"]
+        assert links == ("stats heatmap 14 heatmap 28 heatmap 56 heatmap 14 on image heatmap 28 on image "
+                         "heatmap 56 on image overlay LLM tokens original resized")
 
 
 def test_overview_counts_images_and_failures(out_dir):
@@ -149,10 +150,11 @@ def test_missing_artifacts_are_not_linked(out_dir, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(out_dir / "chelsea", out / "chelsea")
     os.remove(out / "chelsea" / OVERLAY_PATH)
+    os.remove(out / "chelsea" / LLM_TOKENS_PATH)
     shutil.rmtree(out / "chelsea" / "01_heatmaps")
     page_text = render_index(out, stats_of(out))
     page = parse(page_text)
-    assert page.sources == [] and "no overlay" in page_text
+    assert page.sources == [] and "no overlay" in page_text and "no LLM-token map" in page_text
     assert sorted(unquote(link) for link in page.links) == ["chelsea/03_original_resized/original_image.jpg",
                                                              "chelsea/03_original_resized/resized_image.jpg",
                                                              "chelsea/stats.json"]

@@ -1,7 +1,7 @@
 """``OUT/index.html`` of a folder run: one static, offline page (inline CSS/JS, no network).
 
-It shows a thumbnail of each image's patch overlay, a sortable table of retention and tokens per
-image linking to that image's artifacts, and the inputs that failed. It is built from the same
+It shows thumbnails of each image's patch overlay and LLM-token map, a sortable table of retention
+and tokens per image linking to that image's artifacts, and the inputs that failed. It is built from the same
 per-image ``stats.json`` dicts as the run's summaries; links are only made to files that exist,
 so the page never holds a broken link.
 """
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from .artifacts import HEATMAP_DIR, OVERLAY_PATH, STATS_FILE, SUMMARIES
+from .artifacts import HEATMAP_DIR, LLM_TOKENS_PATH, OVERLAY_PATH, STATS_FILE, SUMMARIES
 from .records import StatsRecord
 from .summary import selection_setting
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # (title, how its column sorts: "num", "text", or None for not sortable)
 _COLUMNS = (
     ("overlay", None),
+    ("LLM-token map", None),
     ("image", "text"),
     ("size", "num"),  # by area
     ("method", "text"),
@@ -79,14 +80,31 @@ def _href(name: str, relative: str) -> str:
     return quote(f"{name}/{relative}")
 
 
+# The pictures shown as thumbnails: (path in the image's folder, what it shows, text when it is missing).
+_THUMBNAILS = (
+    (OVERLAY_PATH, "patch overlay", "no overlay"),
+    (LLM_TOKENS_PATH, "LLM-token map", "no LLM-token map"),
+)
+
+
 def _artifact_label(relative: str) -> str:
     """``01_heatmaps/importance_map_scale_14.png`` -> ``heatmap 14``, the overlay -> ``overlay``, ..."""
     if relative == OVERLAY_PATH:
         return "overlay"
+    if relative == LLM_TOKENS_PATH:
+        return "LLM tokens"
     stem = os.path.splitext(os.path.basename(relative))[0]
     if relative.startswith(HEATMAP_DIR + "/"):
-        return "heatmap " + stem.rsplit("_", 1)[-1]
+        scale = stem.rsplit("_", 1)[-1]
+        return f"heatmap {scale} on image" if stem.startswith("importance_overlay") else f"heatmap {scale}"
     return stem.removesuffix("_image")
+
+
+def _thumbnail(name: str, relative: str, present: Sequence[str], shows: str, missing: str) -> str:
+    if relative not in present:
+        return f'<span class="missing">{missing}</span>'
+    href = _href(name, relative)
+    return f'<a href="{href}"><img class="thumb" src="{href}" alt="{shows} of {html.escape(name)}"></a>'
 
 
 def _row(out_dir: str, stats: StatsRecord) -> str:
@@ -97,12 +115,9 @@ def _row(out_dir: str, stats: StatsRecord) -> str:
         for relative in [STATS_FILE, *stats.get("artifacts", [])]
         if os.path.isfile(os.path.join(folder, relative))
     ]
-    overlay = OVERLAY_PATH
-    if overlay in present:
-        href = _href(name, overlay)
-        thumb = f'<a href="{href}"><img class="thumb" src="{href}" alt="patch overlay of {html.escape(name)}"></a>'
-    else:
-        thumb = '<span class="missing">no overlay</span>'
+    thumbnails = [
+        (_thumbnail(name, relative, present, shows, missing), None) for relative, shows, missing in _THUMBNAILS
+    ]
     links = " ".join(
         f'<a href="{_href(name, relative)}">{html.escape(_artifact_label(relative))}</a>' for relative in present
     )
@@ -110,7 +125,7 @@ def _row(out_dir: str, stats: StatsRecord) -> str:
     size = stats["resized_size"]
     setting = selection_setting(stats)
     cells = [
-        (thumb, None),
+        *thumbnails,
         (f'<span title="{html.escape(str(stats.get("input") or ""))}">{html.escape(name)}</span>', name),
         (f"{size['width']}&times;{size['height']}", size["width"] * size["height"]),
         (html.escape(stats["method"]), stats["method"]),
