@@ -5,7 +5,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -24,9 +24,11 @@ from .options import (
     command,
 )
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..batch.inputs import InputItem
-    from ..batch.pool import BatchResult, ImageJob
+    from ..batch.pool import BatchResult, ImageJob, Outcome, Task
     from ..report.records import StatsRecord
     from ..report.summary import Failure
 
@@ -94,6 +96,26 @@ def print_failures(failures: Sequence[Failure]) -> None:
         typer.echo(f"failed: {failure.error}", err=True)
 
 
+def run_tasks(
+    items: Sequence[InputItem],
+    task: Task[T],
+    *,
+    workers: int,
+    quiet: bool,
+    uses_cuda: bool,
+    done: Sequence[Outcome[T]] = (),
+) -> BatchResult[T]:
+    """:func:`apt_viz.batch.pool.run_batch` with a progress bar on stderr (several inputs, not quiet)
+    and the first Ctrl-C / SIGTERM turned into a clean stop; every command runs its inputs this way."""
+    from rich.console import Console
+
+    from ..batch.pool import graceful_stop, progress_display, run_batch
+
+    err = Console(stderr=True, highlight=False)
+    with graceful_stop() as stop, progress_display(err, len(items), enabled=not quiet and len(items) > 1) as tick:
+        return run_batch(items, task, workers=workers, done=done, on_done=tick, stop=stop, uses_cuda=uses_cuda)
+
+
 def execute(
     items: Sequence[InputItem],
     job: ImageJob,
@@ -111,17 +133,13 @@ def execute(
     """
     from rich.console import Console
 
-    from ..batch.pool import graceful_stop, progress_display, run_batch
     from ..report.summary import run_document
 
-    # Not a terminal (a log, a pipe): wide enough that the table does not wrap.
-    wide = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
-    out = Console(highlight=False, width=wide)
+    out = Console(highlight=False)  # not a terminal: 80 columns (or $COLUMNS) and the compact table
     err = Console(stderr=True, highlight=False)
     done = [previous for item in items if (previous := job.previous(item))] if skip_existing else []
-    with graceful_stop() as stop, progress_display(err, len(items), enabled=not quiet and len(items) > 1) as tick:
-        result = run_batch(items, job, workers=workers, done=done, on_done=tick, stop=stop,
-                           uses_cuda=job.config.device.startswith("cuda"))
+    result = run_tasks(items, job, workers=workers, quiet=quiet, uses_cuda=job.config.device.startswith("cuda"),
+                       done=done)
 
     document = run_document(
         result.values, result.failures, job.config.to_dict(), skipped=result.skipped, interrupted=result.interrupted
@@ -152,10 +170,10 @@ def _write_summaries(output: str, document: dict[str, Any], result: BatchResult[
 
 def _print_summary(out: Any, document: dict[str, Any], records: Sequence[StatsRecord], several: bool) -> None:
     from ..report.summary import summary_lines
-    from ..report.tables import results_table
+    from ..report.tables import compact_results_table, fitted_table, results_table
 
     if records:
-        out.print(results_table(records))
+        out.print(fitted_table(out, results_table(records), lambda width: compact_results_table(records, width)))
     if several:
         for line in summary_lines(document):
             out.print(line, markup=False, soft_wrap=True)
