@@ -85,10 +85,8 @@ def test_bad_alpha_is_a_one_line_error(rocket):
         compare_sheet(rocket, [0.5, -1.0])
 
 
-def test_compare_command_writes_the_sheet(tmp_path, capsys, monkeypatch):
+def test_compare_command_writes_the_sheet(tmp_path, capsys):
     from PIL import Image
-
-    monkeypatch.setenv("COLUMNS", "200")  # rich: a table wide enough not to wrap the numbers
 
     from apt_viz.cli import main
 
@@ -101,5 +99,55 @@ def test_compare_command_writes_the_sheet(tmp_path, capsys, monkeypatch):
         assert sheet.size == expected.image.size
     printed = capsys.readouterr().out
     assert "budget at alpha 1.2 skipped" in printed
-    for panel in expected.panels:
-        assert f"{panel.analysis.stats.tokens} / {panel.analysis.stats.base_tokens}" in printed
+    assert not (out / "compare_index.html").exists()  # one image: no index, as a one-image run
+    rows = [line.split() for line in printed.splitlines() if line.startswith("chelsea.jpg")]
+    assert len(rows) == len(expected.panels)  # the compact table (not a terminal): a line per panel
+    for row, panel in zip(rows, expected.panels):
+        stats = panel.analysis.stats
+        assert row[1] == panel.analysis.config.method and row[-3] == f"{stats.tokens}/{stats.base_tokens}"
+
+
+def test_compare_on_a_folder_gives_one_sheet_per_image_and_an_index(tmp_path, capsys):
+    """Folder names as ``run`` gives them (subfolders folded with __, clashes numbered); a broken
+    file fails alone; the index links every sheet; two workers write the same sheets as one."""
+    import re
+    import shutil
+    from urllib.parse import unquote
+
+    from PIL import Image
+    from test_html_index import parse
+
+    from apt_viz.batch.inputs import expand_inputs
+    from apt_viz.cli import main
+
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    shutil.copy(IMAGES / "chelsea.jpg", photos / "chelsea.jpg")
+    shutil.copy(IMAGES / "rocket.jpg", photos / "sub" / "chelsea.jpg")  # same file name, other folder
+    shutil.copy(IMAGES / "coffee.jpg", photos / "coffee.png.jpg")
+    (photos / "broken.jpg").write_bytes(b"not an image")
+    names = [item.name for item in expand_inputs([photos], recursive=True)[0]]
+    assert names == ["broken.jpg", "chelsea.jpg", "coffee.png.jpg", "sub__chelsea.jpg"]
+
+    outputs = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"out{workers}"
+        with pytest.raises(SystemExit) as exit_info:
+            main(["compare", str(photos), "-r", "-o", str(out), "--device", "cpu", "-q", "--workers", workers])
+        assert exit_info.value.code == 1  # broken.jpg failed; the others are done
+        assert f"failed: {photos / 'broken.jpg'}: not a readable image" in capsys.readouterr().err
+        sheets = sorted(path.relative_to(out).as_posix() for path in out.rglob("compare.jpg"))
+        assert sheets == [f"{name}/compare.jpg" for name in names if name != "broken.jpg"]
+        outputs[workers] = {sheet: (out / sheet).read_bytes() for sheet in sheets}
+
+        text = (out / "compare_index.html").read_text(encoding="utf-8")
+        page = parse(text)
+        assert re.findall(r'<tr data-name="([^"]*)"', text) == [name for name in names if name != "broken.jpg"]
+        assert sorted(unquote(source) for source in page.sources) == sheets  # one sheet per row
+        assert all((out / unquote(link)).is_file() for link in page.links)
+        assert "broken.jpg: not a readable image" in text and "3 images compared, 1 failed" in text
+    assert outputs["1"] == outputs["2"]  # same bytes, whichever process drew them
+
+    single = compare_sheet(analyze_image(photos / "sub" / "chelsea.jpg"))
+    with Image.open(tmp_path / "out1" / "sub__chelsea.jpg" / "compare.jpg") as sheet:
+        assert sheet.size == single.image.size  # the rocket photo, not chelsea.jpg

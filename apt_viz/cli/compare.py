@@ -1,22 +1,32 @@
-"""``apt-viz compare``: the v1, v2 and budget overlays of one image side by side."""
+"""``apt-viz compare``: the v1, v2 and budget overlays of each image side by side, one sheet per image."""
 from __future__ import annotations
 
 import os
-from typing import Annotated, Optional
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .app import EXIT_CODES_TEXT, EXIT_OK, app
+from .app import EXIT_CODES_TEXT, app
 from .options import (
     DEFAULT_OUTPUT,
+    DebugOption,
     ImageOptions,
+    ImagesArgument,
     OutputOption,
     QuietOption,
+    RecursiveOption,
     ThresholdsOption,
+    WorkersOption,
     command,
     parse_thresholds,
 )
-from .run import exit_code, print_failures
+from .run import exit_code, input_items, print_failures, run_tasks
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+
+    from ..report.records import CompareRecord
 
 COMPARE_EXAMPLES = f"""\
 Examples:
@@ -25,13 +35,15 @@ Examples:
 
   apt-viz compare image.jpg --alphas 0.3,0.6  # one row of v2 + budget per alpha
 
+  apt-viz compare photos/ -j 2 -o out/        # a sheet per image, out/compare_index.html
+
 {EXIT_CODES_TEXT}
 """
 
 
 @command(app, "compare", epilog=COMPARE_EXAMPLES)
 def compare_command(
-    image: Annotated[str, typer.Argument(help="One image file.", show_default=False)],
+    images: ImagesArgument,
     *,
     output: OutputOption = DEFAULT_OUTPUT,
     alphas: Annotated[
@@ -44,51 +56,74 @@ def compare_command(
         Optional[int], typer.Option(min=64, help="Scale each panel down to this width (px).", show_default=False)
     ] = None,
     imaging: ImageOptions,
+    recursive: RecursiveOption = False,
+    workers: WorkersOption = 1,
     quiet: QuietOption = False,
+    debug: DebugOption = False,
 ) -> None:
-    """One sheet with the v1, v2 and budget patch overlays of IMAGE side by side.
+    """One sheet per image with its v1, v2 and budget patch overlays side by side.
 
     Each panel is captioned with its setting, tokens / N, retention and Qwen2-VL LLM tokens.
-    Writes OUTPUT/<image name>/compare.jpg and prints the panels' numbers.
+    Writes OUTPUT/<name>/compare.jpg per image (folders named as by run), and for a folder or
+    several images OUTPUT/compare_index.html of the sheets; prints the panels' numbers.
     """
-    from ..atomic import save_image
-    from ..batch.pool import analyze_input
+    from ..batch.analysis_jobs import CompareJob
     from ..core.config import check_selection
-    from ..render.compare import compare_sheet
-    from ..report.records import stats_record
-    from ..report.summary import Failure
     from ..sweep import parse_alpha_values
 
     config = imaging.config(thresholds=parse_thresholds(thresholds))
     try:
-        alpha_values = None if alphas is None else parse_alpha_values(alphas)
-        for alpha in alpha_values or []:
+        alpha_values = None if alphas is None else tuple(parse_alpha_values(alphas))
+        for alpha in alpha_values or ():
             check_selection("v2", alpha, None, config.num_scales)  # a one-line usage error before any work
     except ValueError as exc:
         raise typer.BadParameter(f"--alphas: {exc}") from None
-    if not os.path.isfile(image):
-        raise typer.BadParameter(f"{image}: no such file")
+    items, any_folder = input_items(images, recursive, output)
 
-    analysed = analyze_input(image, config, imaging.image_pixel_limit)
-    if isinstance(analysed, Failure):
-        print_failures([analysed])
-        raise typer.Exit(exit_code([analysed]))
-    sheet = compare_sheet(analysed[1], alpha_values, panel_width=panel_width)
-    written = os.path.join(output, os.path.basename(image), "compare.jpg")
-    save_image(sheet.image, written, quality=90)
+    job = CompareJob(config, output, alpha_values, panel_width, imaging.image_pixel_limit, debug)
+    result = run_tasks(items, job, workers=workers or os.cpu_count() or 1, quiet=quiet,
+                       uses_cuda=config.device.startswith("cuda"))
+    index = None
+    if any_folder or len(items) > 1:
+        index = _write_index(output, result.values, result.failures)
     if not quiet:
-        from rich.console import Console
+        _print_report(output, result.values, index)
+    print_failures(result.failures)
+    if result.interrupted:
+        typer.echo("interrupted: the sheets of the images that finished are written", err=True)
+    raise typer.Exit(exit_code(result.failures, result.interrupted))
 
-        from ..report.tables import results_table
 
-        console = Console(highlight=False, soft_wrap=False)
-        records = [stats_record(panel.analysis) for panel in sheet.panels]
-        for record in records:
-            record["name"] = os.path.basename(image)
-        table = results_table(records)
-        table.title = f"compare: {image}"
+def _write_index(output: str, compared: Sequence[CompareRecord], failures: Sequence) -> str:
+    from ..atomic import write_text
+    from ..report.artifacts import COMPARE_INDEX
+    from ..report.html import render_compare_index
+
+    path = os.path.join(output, COMPARE_INDEX)
+    write_text(path, render_compare_index(output, compared, failures))
+    return path
+
+
+def _print_report(output: str, compared: Sequence[CompareRecord], index: str | None) -> None:
+    from rich.console import Console
+
+    from ..report.tables import compact_results_table, fitted_table, results_table
+
+    console: Console = Console(highlight=False)
+    panels = [panel for record in compared for panel in record["panels"]]
+    if panels:
+        table = fitted_table(
+            console, results_table(panels, more="all are on the sheets"),
+            lambda width: compact_results_table(panels, width, more="all are on the sheets"),
+        )
+        table.title = "compare: v1, v2 and budget per image"
         console.print(table)
-        for line in sheet.skipped:
-            console.print(line, markup=False)
-        console.print(f"written: {written}", markup=False, soft_wrap=True)
-    raise typer.Exit(EXIT_OK)
+    for line in dict.fromkeys(line for record in compared for line in record["skipped"]):  # once, in order
+        console.print(line, markup=False, soft_wrap=True)
+    written = [os.path.join(output, record["sheet"]) for record in compared]
+    if len(written) == 1:
+        console.print(f"written: {written[0]}", markup=False, soft_wrap=True)
+    elif written:
+        console.print(f"written: {len(written)} sheets in {output}{os.sep}", markup=False, soft_wrap=True)
+    if index is not None:
+        console.print(f"index: {index}", markup=False, soft_wrap=True)

@@ -12,6 +12,10 @@ LLM_TOKENS_PATH = "02_patches_grid/llm_tokens_visualization.jpg"
 ORIGINAL_PATH = "03_original_resized/original_image.jpg"
 RESIZED_PATH = "03_original_resized/resized_image.jpg"
 SUMMARIES = ("summary.json", "summary.csv")
+COMPARE_SHEET = "compare.jpg"  # apt-viz compare: OUT/<name>/compare.jpg, beside a run's folder content
+# Not index.html: compare and run share the default output folder, and a compare must not replace
+# the index of a run.
+COMPARE_INDEX = "compare_index.html"
 
 
 def heatmap_path(size: int) -> str:

@@ -1,4 +1,5 @@
-"""``OUT/index.html`` of a folder run: one static, offline page (inline CSS/JS, no network).
+"""``OUT/index.html`` of a folder run and ``OUT/compare_index.html`` of a compare: static, offline pages
+(inline CSS/JS, no network).
 
 It shows thumbnails of each image's patch overlay and LLM-token map, a sortable table of retention
 and tokens per image linking to that image's artifacts, and the inputs that failed. It is built from the same
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from .artifacts import HEATMAP_DIR, LLM_TOKENS_PATH, OVERLAY_PATH, STATS_FILE, SUMMARIES
-from .records import StatsRecord
+from .records import CompareRecord, StatsRecord
 from .summary import selection_setting
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -154,6 +155,52 @@ def _failures(failures: Sequence[Failure]) -> str:
     return f'<h2>Failures ({len(failures)})</h2><table id="failures">{header}<tbody>\n{rows}\n</tbody></table>'
 
 
+def render_compare_index(
+    out_dir: str | os.PathLike,
+    compared: Sequence[CompareRecord],
+    failures: Sequence[Failure] = (),
+    title: str = "apt-viz compare",
+) -> str:
+    """The HTML text of ``OUT/compare_index.html``: each image's sheet and the numbers of its panels.
+
+    Args:
+        out_dir: The output folder (links are relative to it; only existing sheets are linked).
+        compared: One record per image, in input order.
+        failures: The inputs that failed.
+        title: The page title.
+
+    Returns:
+        The page.
+    """
+    out_dir = os.fspath(out_dir)
+    rows = "\n".join(_compare_row(out_dir, record) for record in compared)
+    count = len(compared)
+    overview = f"{count} image{'s' if count != 1 else ''} compared, {len(failures)} failed"
+    return _COMPARE_PAGE.format(
+        title=html.escape(title), overview=html.escape(overview), rows=rows, failures=_failures(failures),
+        style=_STYLE,
+    )
+
+
+def _compare_row(out_dir: str, record: CompareRecord) -> str:
+    name = record["name"]
+    if os.path.isfile(os.path.join(out_dir, record["sheet"])):
+        href = quote(record["sheet"])
+        sheet = f'<a href="{href}"><img class="sheet" src="{href}" alt="compare sheet of {html.escape(name)}"></a>'
+    else:
+        sheet = '<span class="missing">no sheet</span>'
+    panels = "".join(
+        f"<li>{html.escape(panel['method'])}, {html.escape(selection_setting(panel))}: "
+        f"{panel['tokens']} / {panel['base_tokens']} patches ({panel['retention']:.1%}), "
+        f"LLM {panel['qwen2vl']['llm_tokens']} / {panel['qwen2vl']['baseline_llm_tokens']} "
+        f"({panel['qwen2vl']['llm_ratio']:.1%})</li>"
+        for panel in record["panels"]
+    )
+    skipped = "".join(f'<li class="missing">{html.escape(line)}</li>' for line in record["skipped"])
+    label = f'<span title="{html.escape(record["input"])}">{html.escape(name)}</span>'
+    return f'<tr data-name="{html.escape(name)}"><td>{sheet}</td><td>{label}<ul>{panels}{skipped}</ul></td></tr>'
+
+
 _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
 table { border-collapse: collapse; }
@@ -164,6 +211,8 @@ th[data-sort]::after { content: " \\2195"; color: #aaa; }
 th[aria-sort="ascending"]::after { content: " \\25B2"; color: #222; }
 th[aria-sort="descending"]::after { content: " \\25BC"; color: #222; }
 img.thumb { max-width: 160px; max-height: 120px; display: block; }
+img.sheet { max-width: 720px; display: block; }
+ul { margin: 0.3em 0; padding-left: 1.2em; }
 #failures td { color: #a00; }
 .missing { color: #888; }
 """
@@ -220,6 +269,29 @@ _PAGE = """<!DOCTYPE html>
 </table>
 {failures}
 <script>{script}</script>
+</body>
+</html>
+"""
+
+_COMPARE_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy"
+  content="default-src 'none'; img-src 'self' file:; style-src 'unsafe-inline'">
+<title>{title}</title>
+<style>{style}</style>
+</head>
+<body>
+<h1>{title}</h1>
+<p id="overview">{overview}</p>
+<table id="sheets">
+<thead><tr><th>sheet</th><th>image and panels</th></tr></thead>
+<tbody>
+{rows}
+</tbody>
+</table>
+{failures}
 </body>
 </html>
 """

@@ -65,6 +65,16 @@ class StatsRecord(_RequiredStats, total=False):
     artifacts: list[str]
 
 
+class CompareRecord(TypedDict):
+    """One image of ``apt-viz compare``: its sheet and the record of every panel, in sheet order."""
+
+    name: str  # the output folder, named as by ``run``
+    input: str
+    sheet: str  # path of the sheet relative to the output folder, with "/"
+    panels: list[StatsRecord]  # each with ``name``
+    skipped: list[str]  # settings that could not run (budget alpha > 1), one line each
+
+
 def size_record(height: int, width: int) -> SizeRecord:
     return {"width": width, "height": height}
 
