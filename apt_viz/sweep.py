@@ -204,14 +204,18 @@ class SweepRow:
     metrics: dict[str, Spread]  # keys: METRICS
     target_retention: float | None  # budget: mean of round(alpha * N) / N over the images
 
-    def to_csv_dict(self) -> dict[str, str | int | float]:
-        row: dict[str, str | int | float] = {
+    def to_csv_dict(self) -> dict[str, str | int | float | None]:
+        """The row of ``sweep_<method>.csv`` and of ``sweep --json`` (keys: :data:`CSV_COLUMNS`).
+
+        A missing target retention (v1, v2) is None: written empty in the CSV, null in the JSON.
+        """
+        row: dict[str, str | int | float | None] = {
             "method": self.method, "value": format_value(self.value), "images": self.images
         }
         for name in METRICS:
             spread = self.metrics[name]
             row.update({f"{name}_{stat}": getattr(spread, stat) for stat in ("mean", "std", "min", "max")})
-        row["target_retention"] = "" if self.target_retention is None else self.target_retention
+        row["target_retention"] = self.target_retention
         return row
 
 
@@ -250,7 +254,10 @@ def aggregate(sweeps: Sequence[ImageSweep], method: str) -> list[SweepRow]:
 
 
 def per_image_rows(sweeps: Sequence[ImageSweep], method: str) -> list[dict[str, object]]:
-    """Long-format rows (one per image and value) for ``sweep_per_image.csv``."""
+    """Long-format rows (one per image and value) for ``sweep_<method>_per_image.csv`` and ``sweep --json``.
+
+    ``thresholds`` is None for budget (written empty in the CSV, null in the JSON).
+    """
     rows = []
     for sweep in sweeps:
         for point in sweep.points:
@@ -264,7 +271,7 @@ def per_image_rows(sweeps: Sequence[ImageSweep], method: str) -> list[dict[str, 
                     "retention": point.stats.retention,
                     "llm_tokens": point.stats.llm_tokens,
                     "llm_retention": point.stats.llm_retention,
-                    "thresholds": "" if point.thresholds is None else format_value(point.thresholds),
+                    "thresholds": None if point.thresholds is None else format_value(point.thresholds),
                 }
             )
     return rows

@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import grid
 from PIL import Image
 
 from apt_viz import render
@@ -15,6 +14,8 @@ from apt_viz.core.grids import partial_cells
 from apt_viz.core.selection import select_patches_by_budget
 from apt_viz.render import _draw, llm_tokens
 from apt_viz.report.records import stats_record
+
+from helpers import grid
 
 
 def test_inferno_lut_is_opencv_inferno():

@@ -13,6 +13,7 @@ from apt_viz import APTConfig, analyze_image
 from apt_viz.report.records import stats_record
 from apt_viz.sweep import (
     CSV_COLUMNS,
+    PER_IMAGE_CSV_COLUMNS,
     ImageSweep,
     aggregate,
     default_values,
@@ -189,7 +190,7 @@ def test_aggregate_is_mean_std_min_max_over_images(analyses):
             assert (spread.min, spread.max) == (min(samples), max(samples))
         csv_row = row.to_csv_dict()
         assert tuple(csv_row) == CSV_COLUMNS
-        assert csv_row["value"] == format_value(row.value) and csv_row["target_retention"] == ""  # v2: no target
+        assert csv_row["value"] == format_value(row.value) and csv_row["target_retention"] is None  # v2: no target
 
 
 def test_aggregate_budget_target_is_the_mean_of_each_images_target(analyses):
@@ -299,3 +300,30 @@ def test_sweep_command_reports_a_broken_input_and_goes_on(tmp_path, capsys):
     captured = capsys.readouterr()
     assert f"failed: {broken}: not a readable image" in captured.err
     assert "v2 sweep over 1 image" in captured.out and (out / "sweep_v2.csv").is_file()
+
+
+@pytest.mark.parametrize(("method", "values"), [("budget", "0.2,0.6"), ("v1", None)])
+def test_sweep_json_parses_and_equals_the_csv(tmp_path, capsys, method, values):
+    """``--json`` prints the rows of sweep_<method>.csv and sweep_<method>_per_image.csv, value for
+    value (an empty CSV cell is null), and nothing else on stdout; --workers 2 gives the same."""
+    import csv
+    import json
+
+    documents = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"out{workers}"
+        args = ["sweep", str(IMAGES), "-m", method, "-o", str(out), "--device", "cpu", "--json", "-j", workers]
+        assert run_cli(*args, *(["--values", values] if values else [])) == 0
+        document = json.loads(capsys.readouterr().out)  # parses: stdout holds the document alone
+        for key, suffix, columns in (("rows", "", CSV_COLUMNS), ("per_image", "_per_image", PER_IMAGE_CSV_COLUMNS)):
+            with open(out / f"sweep_{method}{suffix}.csv", newline="") as handle:
+                reader = csv.DictReader(handle)
+                assert reader.fieldnames == list(columns) and all(list(row) == list(columns) for row in document[key])
+                as_csv = [{k: "" if v is None else str(v) for k, v in row.items()} for row in document[key]]
+                assert as_csv == list(reader)  # every value, as the CSV writes it (floats round-trip exactly)
+        assert document["method"] == method and document["failures"] == [] and not document["interrupted"]
+        assert "method" not in document["config"] and document["config"]["scorer"] == "entropy"
+        documents.append(document)
+    assert documents[0] == documents[1]  # input order is kept, whichever worker finished first
+    expected_values = ["0.2", "0.6"] if values else [format_value(v) for v in default_values("v1")]
+    assert [row["value"] for row in documents[0]["rows"]] == expected_values

@@ -1,7 +1,9 @@
 """``apt-viz sweep``: one selection method over a range of alphas or v1 threshold tuples."""
 from __future__ import annotations
 
+import json
 import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -9,8 +11,19 @@ import typer
 
 from ..core.config import Method
 from .app import EXIT_CODES_TEXT, app
-from .options import DEFAULT_OUTPUT, ImageOptions, ImagesArgument, OutputOption, QuietOption, RecursiveOption, command
-from .run import exit_code, input_items, print_failures
+from .options import (
+    DEFAULT_OUTPUT,
+    DebugOption,
+    ImageOptions,
+    ImagesArgument,
+    JsonOption,
+    OutputOption,
+    QuietOption,
+    RecursiveOption,
+    WorkersOption,
+    command,
+)
+from .run import exit_code, input_items, print_failures, run_tasks
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..sweep import SweepRow
@@ -23,6 +36,8 @@ Examples:
   apt-viz sweep image.jpg -m v2 --values 0.6:1.4:0.2    # start:stop:step, inclusive
 
   apt-viz sweep image.jpg -m v1 --thresholds-grid "3,2;4,3;5,4"
+
+  apt-viz sweep photos/ -m v2 -j 2 --json > sweep.json   # the CSV rows as JSON
 
 {EXIT_CODES_TEXT}
 """
@@ -63,20 +78,23 @@ def sweep_command(
     thresholds_grid: ThresholdsGridOption = None,
     output: OutputOption = DEFAULT_OUTPUT,
     recursive: RecursiveOption = False,
+    workers: WorkersOption = 1,
     imaging: ImageOptions,
     quiet: QuietOption = False,
+    json_output: JsonOption = False,
+    debug: DebugOption = False,
 ) -> None:
     """Run one selection method over a range of alphas (v2, budget) or v1 threshold tuples.
 
     Each image is scored once; only the selection is re-run per value. Writes
     OUTPUT/sweep_<method>.csv (per value: mean, std, min, max over the images of tokens, retention,
     LLM tokens and LLM ratio), OUTPUT/sweep_<method>_per_image.csv and OUTPUT/sweep_<method>.png
-    (retention and LLM tokens against the value), and prints the table.
+    (retention and LLM tokens against the value), and prints the table (--json: the CSV rows).
     """
-    from ..batch.pool import analyze_input
-    from ..report.summary import Failure
+    from ..batch.analysis_jobs import SweepJob
+    from ..report.summary import sweep_document
     from ..sweep import aggregate as aggregate_rows
-    from ..sweep import check_values, per_image_rows, sweep_analysis
+    from ..sweep import check_values, per_image_rows
 
     method = patch_selection_method
     config = imaging.config()  # the selection is set per value
@@ -85,31 +103,38 @@ def sweep_command(
         check_values(method, swept, imaging.num_scales)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-
     items, _ = input_items(images, recursive, output)
-    sweeps, failures = [], []
-    for item in items:
-        analysed = analyze_input(item.path, config, imaging.image_pixel_limit)
-        if isinstance(analysed, Failure):
-            failures.append(analysed)
-        else:
-            sweeps.append(sweep_analysis(analysed[1], method, swept))
-    print_failures(failures)
-    if not sweeps:
-        raise typer.Exit(exit_code(failures))
 
-    rows = aggregate_rows(sweeps, method)
+    job = SweepJob(config, method, tuple(swept), imaging.image_pixel_limit, debug)
+    result = run_tasks(items, job, workers=workers or os.cpu_count() or 1, quiet=quiet or json_output,
+                       uses_cuda=config.device.startswith("cuda"))
+    sweeps = [] if result.interrupted else result.values  # an aggregate needs every image
+    aggregated = aggregate_rows(sweeps, method) if sweeps else []
+    rows = [row.to_csv_dict() for row in aggregated]  # the CSV's rows, and the JSON's
+    image_rows = per_image_rows(sweeps, method)
     stem = os.path.join(output, f"sweep_{method}")
-    _write_sweep(stem, rows, per_image_rows(sweeps, method))
-    if not quiet:
-        from rich.console import Console
+    if sweeps:
+        _write_sweep(stem, rows, image_rows, aggregated)
+    if json_output:
+        shared = {k: v for k, v in config.to_dict().items() if k not in ("method", "alpha", "thresholds")}
+        document = sweep_document(method, rows, image_rows, result.failures, shared, interrupted=result.interrupted)
+        sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    elif not quiet and sweeps:
+        _print_sweep(aggregated, stem)
+    print_failures(result.failures)
+    if result.interrupted:
+        typer.echo("interrupted: nothing written (a sweep aggregates every image)", err=True)
+    raise typer.Exit(exit_code(result.failures, result.interrupted))
 
-        from ..report.tables import sweep_table
 
-        console = Console(highlight=False, soft_wrap=False)
-        console.print(sweep_table(rows))
-        console.print(f"written: {stem}.csv, {stem}_per_image.csv, {stem}.png", markup=False, soft_wrap=True)
-    raise typer.Exit(exit_code(failures))
+def _print_sweep(rows: Sequence[SweepRow], stem: str) -> None:
+    from rich.console import Console
+
+    from ..report.tables import compact_sweep_table, fitted_table, sweep_table
+
+    console = Console(highlight=False)
+    console.print(fitted_table(console, sweep_table(rows), lambda width: compact_sweep_table(rows, width)))
+    console.print(f"written: {stem}.csv, {stem}_per_image.csv, {stem}.png", markup=False, soft_wrap=True)
 
 
 def sweep_values(method: Method, values: str | None, thresholds_grid: str | None, num_scales: int) -> list[Any]:
@@ -130,13 +155,15 @@ def sweep_values(method: Method, values: str | None, thresholds_grid: str | None
         raise typer.BadParameter(str(exc)) from None
 
 
-def _write_sweep(stem: str, rows: Sequence[SweepRow], image_rows: Sequence[dict[str, Any]]) -> None:
+def _write_sweep(
+    stem: str, rows: Sequence[dict[str, Any]], image_rows: Sequence[dict[str, Any]], aggregated: Sequence[SweepRow]
+) -> None:
     from ..atomic import atomic_open, write_text
     from ..render.plots import sweep_figure
     from ..report.csv_text import csv_text
     from ..sweep import CSV_COLUMNS, PER_IMAGE_CSV_COLUMNS
 
-    write_text(f"{stem}.csv", csv_text(CSV_COLUMNS, [row.to_csv_dict() for row in rows]))
+    write_text(f"{stem}.csv", csv_text(CSV_COLUMNS, rows))
     write_text(f"{stem}_per_image.csv", csv_text(PER_IMAGE_CSV_COLUMNS, image_rows))
     with atomic_open(f"{stem}.png", "wb") as handle:
-        sweep_figure(rows).savefig(handle, format="png")
+        sweep_figure(aggregated).savefig(handle, format="png")

@@ -89,6 +89,41 @@ def run_document(
     }
 
 
+def sweep_document(
+    method: str,
+    rows: Sequence[Mapping[str, Any]],
+    image_rows: Sequence[Mapping[str, Any]],
+    failures: Sequence[Failure],
+    config: Mapping[str, Any],
+    *,
+    interrupted: bool = False,
+) -> dict[str, Any]:
+    """The machine-readable result of a sweep: the ``sweep --json`` output.
+
+    Args:
+        method: The swept selection method.
+        rows: One per value: the rows of ``sweep_<method>.csv``, the same dicts.
+        image_rows: One per image and value: the rows of ``sweep_<method>_per_image.csv``.
+        failures: The inputs that failed.
+        config: The settings shared by every value.
+        interrupted: Stopped by Ctrl-C / SIGTERM (nothing was aggregated then).
+
+    Returns:
+        The document; ``rows`` and ``per_image`` hold exactly the CSV files' values (an empty CSV
+        cell is null).
+    """
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "apt_viz_version": __version__,
+        "method": method,
+        "config": dict(config),
+        "interrupted": interrupted,
+        "rows": [dict(row) for row in rows],
+        "per_image": [dict(row) for row in image_rows],
+        "failures": [asdict(failure) for failure in failures],
+    }
+
+
 def csv_rows(stats_list: Sequence[StatsRecord], failures: Sequence[Failure]) -> list[dict[str, Any]]:
     """One flat row per input (failures too, with ``status`` = failed and the error)."""
     sizes = scale_sizes_of(stats_list)
