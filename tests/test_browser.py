@@ -134,3 +134,39 @@ def test_cli_index_has_no_broken_link(index_html):
     assert len(page.sources) == 8
     for target in page.links + page.sources:
         assert (index_html.parent / unquote(target)).is_file(), target
+
+
+# The compare page has no script of its own, so its policy forbids scripts; the probed copy allows the
+# probe's inline script and nothing else (images load under the page's own img-src rule).
+SHEETS_PROBE = """<script>
+window.addEventListener("load", function () {
+  var sheets = Array.prototype.slice.call(document.querySelectorAll("#sheets img"));
+  document.body.dataset.sheets = sheets.length;
+  document.body.dataset.sheetsLoaded = sheets.filter(function (img) { return img.complete && img.naturalWidth > 0; }).length;
+  document.body.dataset.probeDone = "yes";
+});
+</script>"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_compare_index_shows_every_sheet(tmp_path):
+    from apt_viz.cli import main
+
+    photos = tmp_path / "photos"
+    shutil.copytree(IMAGES, photos, ignore=shutil.ignore_patterns("*.md"))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", str(photos), "-o", str(out), "--quiet", "--device", "cpu", "--panel-width", "200"])
+    assert exit_info.value.code == 0
+    page = (out / "compare_index.html").read_text(encoding="utf-8")
+    allowed = page.replace("style-src 'unsafe-inline'", "style-src 'unsafe-inline'; script-src 'unsafe-inline'")
+    assert allowed != page
+    probed = out / "_probe.html"
+    probed.write_text(allowed.replace("</body>", SHEETS_PROBE + "</body>"), encoding="utf-8")
+    result = run_chromium(out, "--virtual-time-budget=5000", "--dump-dom", probed.as_uri())
+    body = re.search(r"<body([^>]*)>", result.stdout)
+    assert body, f"chromium printed no DOM: {result.stderr[-2000:]}"
+    seen = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
+    assert seen.get("probe-done") == "yes", seen
+    assert seen["sheets"] == seen["sheets-loaded"] == "4"  # one sheet per photo, each decoded from file://
