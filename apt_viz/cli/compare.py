@@ -45,19 +45,19 @@ Examples:
 def compare_command(
     images: ImagesArgument,
     *,
-    output: OutputOption = DEFAULT_OUTPUT,
     alphas: Annotated[
         Optional[str],
         typer.Option(help="Alphas for the v2 and budget panels, one row each (same syntax as sweep --values). "
                      "[default: v2 1.0, budget 0.5]", show_default=False),
     ] = None,
     thresholds: ThresholdsOption = None,
+    output: OutputOption = DEFAULT_OUTPUT,
+    recursive: RecursiveOption = False,
+    workers: WorkersOption = 1,
     panel_width: Annotated[
         Optional[int], typer.Option(min=64, help="Scale each panel down to this width (px).", show_default=False)
     ] = None,
     imaging: ImageOptions,
-    recursive: RecursiveOption = False,
-    workers: WorkersOption = 1,
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
