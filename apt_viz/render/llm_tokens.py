@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from .._text import format_setting
@@ -89,6 +90,8 @@ def region_labels(grids: Sequence[LLMTokenGrid], image_hw: ImageHW) -> np.ndarra
     first = 0
     for grid in grids:
         kept = to_numpy(grid.grid).astype(bool)
+        if kept.ndim != 2:
+            raise ValueError(f"region_labels draws one image; got grids of shape {tuple(grid.grid.shape)}")
         ids = np.full(kept.shape, -1, dtype=np.int32)
         ids[kept] = np.arange(first, first + int(kept.sum()), dtype=np.int32)
         first += int(kept.sum())
@@ -118,8 +121,6 @@ def llm_token_pixels(
         patches in theirs (the colours of the patch overlay); the patches inside a merge group are
         drawn in thin lighter lines, so four vision tokens visibly become one.
     """
-    import torch
-
     rgb = np.asarray(image.convert("RGB"))
     image_hw = (image.height, image.width)
     batched = {size: torch.as_tensor(to_numpy(mask)).unsqueeze(0) for size, mask in masks.items()}
