@@ -46,6 +46,13 @@ _EXPORTS = {
     "select": "pipeline",
     "run_apt": "pipeline",
     "APTResult": "pipeline",
+    # cost model (pure Python)
+    "Qwen2VLArchitecture": "flops",
+    "ARCHITECTURES": "flops",
+    "vision_flops": "flops",
+    "prefill_flops": "flops",
+    "image_flops": "flops",
+    "FlopsEstimate": "flops",
     # patches and the tokenizer
     "construct_patch_groups": "patches",
     "PatchTokenizer": "tokenizer",

@@ -1,0 +1,109 @@
+"""``APTQwen2VLProcessor``: the Qwen2-VL processor whose prompts hold the APT image tokens.
+
+Each image's ``<|image_pad|>`` expands to that image's ``apt_num_llm_tokens`` placeholders (not the
+stock ``h * w / 4``), so the prompt matches what :class:`~apt_viz.hf.APTQwen2VLForConditionalGeneration`
+feeds the LLM. ``mm_token_type_ids``, the attention mask and padding come from the stock
+machinery on the expanded text; ``pixel_values``, ``image_grid_thw`` and the ``apt_*`` keys are the
+image processor's. A stock Qwen2-VL processor folder loads as an APT processor (its image
+processor becomes the APT one of the same backend, with the same settings).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from transformers import AutoProcessor, Qwen2VLProcessor
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from .image_processing import (
+    APT_SETTINGS,
+    APTQwen2VLImageProcessor,
+    APTQwen2VLImageProcessorPil,
+    APTQwen2VLRegistryKey,
+    _APTMixin,
+    apt_config,
+)
+
+
+def as_apt_image_processor(image_processor: Any) -> Any:
+    """``image_processor`` as an APT image processor of the same backend and settings.
+
+    Args:
+        image_processor: A Qwen2-VL image processor (stock or APT) or None.
+
+    Returns:
+        The same object when it is already an APT processor (or None); otherwise a new
+        :class:`APTQwen2VLImageProcessor` (or ``...Pil``) built from its settings, APT settings at
+        their defaults.
+    """
+    if image_processor is None or isinstance(image_processor, _APTMixin):
+        return image_processor
+    apt_class = APTQwen2VLImageProcessorPil if isinstance(image_processor, Qwen2VLImageProcessorPil) else (
+        APTQwen2VLImageProcessor
+    )
+    settings = image_processor.to_dict()
+    settings.pop("image_processor_type", None)
+    return apt_class(**settings)
+
+
+class APTQwen2VLProcessor(Qwen2VLProcessor):
+    """Qwen2-VL processor for APT models: ``<|image_pad|>`` expands to ``apt_num_llm_tokens[i]`` tokens.
+
+    Built on :class:`~apt_viz.hf.APTQwen2VLImageProcessor` (a stock image processor given here is
+    converted). APT settings (``patch_selection_method``, ``alpha``, ``thresholds``, ``scorer``)
+    are the image processor's: set them on it, pass them per call (``images_kwargs`` or flat), or
+    to ``from_pretrained``.
+    """
+
+    def __init__(
+        self,
+        image_processor: Any = None,
+        tokenizer: Any = None,
+        video_processor: Any = None,
+        chat_template: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(as_apt_image_processor(image_processor), tokenizer, video_processor, chat_template, **kwargs)
+
+    def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs: Any) -> str:
+        """The placeholders of image ``image_idx``: one ``<|image_pad|>`` per APT LLM token."""
+        return self.image_token * int(image_inputs["apt_num_llm_tokens"][image_idx])
+
+    def _get_num_multimodal_tokens(self, image_sizes: Any = None, video_sizes: Any = None, **kwargs: Any) -> Any:
+        # The stock count is h * w / 4 per image; APT's depends on the pixels, not only on the size.
+        if image_sizes is not None:
+            raise NotImplementedError("APT image token counts depend on the image content; run the processor")
+        return super()._get_num_multimodal_tokens(video_sizes=video_sizes, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any
+    ) -> APTQwen2VLProcessor:
+        """Load a saved APT processor or a stock Qwen2-VL processor folder.
+
+        Args:
+            pretrained_model_name_or_path: A folder (or hub id) holding a Qwen2-VL processor.
+            *args: Passed to ``ProcessorMixin.from_pretrained``.
+            **kwargs: Passed to ``ProcessorMixin.from_pretrained``; ``patch_selection_method``,
+                ``alpha``, ``thresholds`` and ``scorer`` set the APT settings (validated).
+
+        Returns:
+            The processor, its image processor an APT one.
+        """
+        settings = {key: kwargs.pop(key) for key in APT_SETTINGS if key in kwargs}
+        processor = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        image_processor = processor.image_processor
+        for key, value in settings.items():
+            setattr(image_processor, key, [float(t) for t in value] if key == "thresholds" and value else value)
+        apt_config(
+            image_processor.patch_selection_method,
+            image_processor.alpha,
+            image_processor.thresholds,
+            image_processor.scorer,
+            image_processor.patch_size,
+            image_processor.merge_size,
+        )
+        return processor
+
+
+AutoProcessor.register(APTQwen2VLRegistryKey, APTQwen2VLProcessor, exist_ok=True)
