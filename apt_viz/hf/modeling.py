@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLModel
+from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils.generic import can_return_tuple
 
@@ -150,9 +151,9 @@ class APTQwen2VLModel(Qwen2VLModel):
 
     _apt_cells: Iterator[torch.Tensor] | None = None  # set only while get_rope_index runs on APT inputs
 
-    def apt_layout(self, image_grid_thw: torch.Tensor, **apt: Any) -> APTLayout:
+    def apt_layout(self, image_grid_thw: torch.Tensor | None, **apt: Any) -> APTLayout:
         """:func:`apt_layout` with this model's patch and merge sizes (``apt`` holds the ``apt_*`` keys)."""
-        vision = self.config.vision_config
+        vision: Any = self.config.vision_config
         missing = [key for key in APT_MODEL_INPUTS if key != "apt_pixel_values" and apt.get(key) is None]
         if missing:
             raise ValueError(f"APT inputs are incomplete: {', '.join(missing)} missing")
@@ -225,7 +226,7 @@ class APTQwen2VLModel(Qwen2VLModel):
             )
         finally:
             handle.remove()
-        outputs.pooler_output = torch.split(outputs.pooler_output, layout.llm_tokens)
+        outputs.pooler_output = torch.split(outputs.pooler_output, list(layout.llm_tokens))
         return outputs
 
     def get_rope_index(
@@ -323,7 +324,7 @@ class APTQwen2VLModel(Qwen2VLModel):
         if kwargs.get("position_ids") is None and input_ids is not None and first_pass:
             if kwargs.get("mm_token_type_ids") is None:
                 raise ValueError("APT inputs need mm_token_type_ids (returned by the processor)")
-            kwargs["position_ids"], self.rope_deltas = self.get_rope_index(
+            kwargs["position_ids"], self.rope_deltas = self.get_rope_index(  # type: ignore[assignment]
                 input_ids,
                 kwargs["mm_token_type_ids"],
                 image_grid_thw,
@@ -346,8 +347,9 @@ class APTQwen2VLForConditionalGeneration(Qwen2VLForConditionalGeneration):
         # The stock __init__ builds a stock Qwen2VLModel; building it and then replacing it would
         # double the construction cost, so this builds the APT one in its place (same submodules).
         super(Qwen2VLForConditionalGeneration, self).__init__(config)
+        text: Any = config.text_config
         self.model = APTQwen2VLModel(config)
-        self.lm_head = torch.nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.lm_head = torch.nn.Linear(text.hidden_size, text.vocab_size, bias=False)
         self.post_init()
 
     def prepare_inputs_for_generation(
@@ -363,10 +365,11 @@ class APTQwen2VLForConditionalGeneration(Qwen2VLForConditionalGeneration):
     ) -> dict:
         """The stock step inputs, plus the ``apt_*`` keys in the prefill step only (like the stock pixels).
 
-        Overridden to declare the ``apt_*`` inputs to ``generate`` (which refuses keyword arguments
-        that neither this method nor ``forward`` names). ``generate`` normally encodes the images
-        before prefill and drops these keys then (they are named parameters of
-        ``get_image_features``); they reach this method only when it did not (no ``pixel_values``).
+        Overridden to declare the ``apt_*`` inputs to ``generate``, which refuses keyword arguments
+        that neither this method nor ``forward`` names. ``generate`` encodes the images before
+        prefill when ``pixel_values`` is among its inputs (pass the processor's output whole) and
+        then drops the ``apt_*`` keys, which are named parameters of ``get_image_features``; they
+        reach this method only where a generation loop skips that step.
         """
         inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
         if is_first_iteration or not kwargs.get("use_cache", True):
@@ -379,3 +382,15 @@ class APTQwen2VLForConditionalGeneration(Qwen2VLForConditionalGeneration):
             }
             inputs.update({key: value for key, value in apt.items() if value is not None})
         return inputs
+
+
+# transformers renames the keys of published Qwen2-VL checkpoints ("model.layers.*", "visual.*") by
+# class name; the APT classes load and save the same checkpoints, so they get the same renaming.
+for _apt_class, _stock_class in (
+    (APTQwen2VLModel, Qwen2VLModel),
+    (APTQwen2VLForConditionalGeneration, Qwen2VLForConditionalGeneration),
+):
+    if get_checkpoint_conversion_mapping(_apt_class.__name__) is None:
+        register_checkpoint_conversion_mapping(
+            _apt_class.__name__, get_checkpoint_conversion_mapping(_stock_class.__name__) or []
+        )
