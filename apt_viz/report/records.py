@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Optional, TypedDict
 
 from .. import __version__
+from ..core.flops import ARCHITECTURES, DEFAULT_ARCHITECTURE, image_flops
 from ..core.grids import grid_shape
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,6 +35,19 @@ class Qwen2VLRecord(TypedDict):
     llm_tokens: int
     baseline_llm_tokens: int
     llm_ratio: float
+
+
+class FlopsRecord(TypedDict):
+    """Analytic FLOPs of the image on a Qwen2-VL architecture (apt_viz.core.flops), stock against APT."""
+
+    architecture: str
+    text_tokens: int
+    vision_stock: int
+    vision_apt: int
+    vision_ratio: float
+    prefill_stock: int
+    prefill_apt: int
+    prefill_ratio: float
 
 
 class _RequiredStats(TypedDict):
@@ -59,10 +73,14 @@ class _RequiredStats(TypedDict):
 
 
 class StatsRecord(_RequiredStats, total=False):
-    """One image's ``stats.json``; ``name`` and ``artifacts`` are added by a folder run."""
+    """One image's ``stats.json``; ``name`` and ``artifacts`` are added by a folder run.
+
+    ``flops`` is written since apt-viz 0.3; records read back from older runs lack it.
+    """
 
     name: str
     artifacts: list[str]
+    flops: FlopsRecord
 
 
 class CompareRecord(TypedDict):
@@ -121,6 +139,24 @@ def stats_record(analysis: ImageAnalysis) -> StatsRecord:
             "baseline_llm_tokens": stats.baseline_llm_tokens,
             "llm_ratio": stats.llm_retention,
         },
+        "flops": flops_record(analysis),
         "config": analysis.config.to_dict(),
         "apt_viz_version": __version__,
     }
+
+
+def flops_record(analysis: ImageAnalysis, architecture: str = DEFAULT_ARCHITECTURE) -> FlopsRecord:
+    """Vision-encoder and LLM-prefill FLOPs of the image alone (no text), stock against APT.
+
+    Args:
+        analysis: One image's analysis (its token counts).
+        architecture: A Qwen2-VL architecture of :data:`apt_viz.core.flops.ARCHITECTURES`.
+
+    Returns:
+        The ``flops`` block of ``stats.json``.
+    """
+    stats = analysis.stats
+    estimate = image_flops(
+        ARCHITECTURES[architecture], stats.tokens, stats.base_tokens, stats.llm_tokens, stats.baseline_llm_tokens
+    )
+    return estimate.to_dict()  # type: ignore[return-value]
