@@ -1,0 +1,177 @@
+"""``apt-viz bench``: what APT saves in Qwen2-VL's vision encoder and LLM prefill, measured (or counted)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..core.config import Method, Scorer
+from .app import EXIT_CODES_TEXT, app
+from .options import (
+    DebugOption,
+    ImagesArgument,
+    JsonOption,
+    OutputOption,
+    QuietOption,
+    RecursiveOption,
+    command,
+    resolve_device_name,
+)
+from .run import exit_code, input_items, print_failures
+
+DEFAULT_BENCH_OUTPUT = "bench"
+PRESET_NAMES = ("qwen2-vl-2b", "qwen2-vl-7b", "tiny")  # apt_viz.hf.presets.PRESETS (not imported for --help)
+
+BENCH_EXAMPLES = f"""\
+Examples:
+
+  apt-viz bench photos/ --device cuda --preset qwen2-vl-7b --batch 1,8 --megapixels 1 --parts vision
+
+  apt-viz bench photos/ --device cuda --preset qwen2-vl-2b --batch 8 --alphas 0.3 --parts prefill
+
+  apt-viz bench photo.jpg --model ~/models/Qwen2-VL-2B-Instruct --device cuda
+
+  apt-viz bench photos/ --flops-only --preset qwen2-vl-7b       # no model, runs anywhere
+
+  apt-viz bench photo.jpg --device cpu --preset qwen2-vl-2b --layers 2 --repeats 3
+
+Presets have random weights: their figures are speed only.
+
+{EXIT_CODES_TEXT}
+"""
+
+
+@command(app, "bench", epilog=BENCH_EXAMPLES)
+def bench_command(
+    images: ImagesArgument,
+    *,
+    alphas: Annotated[str, typer.Option(help="Alphas to measure, comma-separated.")] = "0.1,0.3,0.5,0.7,1.0",
+    method: Annotated[
+        Method,
+        typer.Option("--method", "-m", help="Selection swept by alpha: budget (round(alpha * N) tokens) or v2."),
+    ] = Method.BUDGET,
+    scorer: Annotated[Scorer, typer.Option(help="Importance scorer.")] = Scorer.ENTROPY,
+    device: Annotated[str, typer.Option(help="auto (cuda when available), cpu, cuda or cuda:N.")] = "auto",
+    batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated (images are cycled to fill them).")] = "1",
+    model: Annotated[
+        Optional[str], typer.Option(help="A local Qwen2-VL checkpoint folder (instead of a preset).")
+    ] = None,
+    preset: Annotated[
+        Optional[str],
+        typer.Option(help="Architecture with random weights: qwen2-vl-2b, qwen2-vl-7b, or tiny (tests). "
+                     "[default: qwen2-vl-2b]", show_default=False),
+    ] = None,
+    layers: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="Cut a preset to this many vision blocks and LLM layers (quick CPU runs)."),
+    ] = None,
+    megapixels: Annotated[
+        Optional[float],
+        typer.Option(help="Scale every input to about this many megapixels first (1 for ~1 MP photos). "
+                     "[default: as given]", show_default=False),
+    ] = None,
+    parts: Annotated[str, typer.Option(help="What to measure: vision, prefill or both.")] = "vision,prefill",
+    question_tokens: Annotated[int, typer.Option(min=0, help="Text tokens after each image in the prompt.")] = 16,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed runs before the timed ones.")] = 2,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed runs (median and quartiles).")] = 5,
+    flops_only: Annotated[
+        bool, typer.Option("--flops-only", help="Count tokens and FLOPs only: no model, nothing timed.")
+    ] = False,
+    output: OutputOption = DEFAULT_BENCH_OUTPUT,
+    recursive: RecursiveOption = False,
+    quiet: QuietOption = False,
+    json_output: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Measure the vision encoder and the LLM prefill of Qwen2-VL, stock against APT, per alpha.
+
+    The APT vision time includes the selection itself (on the same device). Writes
+    OUTPUT/bench.json, bench.csv and bench.png (speedup and peak memory against alpha) and prints
+    the table. bf16 and SDPA on a GPU, float32 on the CPU.
+    """
+    from ..batch.pool import failure_of
+    from ..imaging import INPUT_ERRORS, load_image
+
+    if model is not None and preset is not None:
+        raise typer.BadParameter("give --model or --preset, not both")
+    if model is not None and layers is not None:
+        raise typer.BadParameter("--layers cuts a preset; it does not apply to --model")
+    if preset is not None and preset not in PRESET_NAMES:
+        raise typer.BadParameter(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}")
+    if model is not None and not os.path.isfile(os.path.join(model, "config.json")):
+        raise typer.BadParameter(f"--model {model}: no config.json there (a local Qwen2-VL checkpoint folder)")
+    settings = _settings(alphas, method, scorer, device, batch, megapixels, parts, question_tokens, warmup,
+                         repeats, flops_only)
+
+    items, _ = input_items(images, recursive, output)
+    loaded, failures = [], []
+    for item in items:
+        try:
+            loaded.append(load_image(item.path))
+        except INPUT_ERRORS as exc:
+            failures.append(failure_of(item.path, exc, debug))
+    print_failures(failures)
+    if not loaded:
+        raise typer.Exit(exit_code(failures))
+
+    from rich.console import Console
+
+    from ..hf.bench import RANDOM_WEIGHTS_NOTE, bench_document, bench_table, run_bench, write_bench
+
+    err = Console(stderr=True, highlight=False)
+    progress = None if quiet or json_output else (lambda line: err.print(line, markup=False))
+    result = run_bench(loaded, settings, preset=preset, model_dir=model, layers=layers, flops_only=flops_only,
+                       progress=progress)
+    paths = write_bench(result, output)
+    if json_output:
+        sys.stdout.write(json.dumps(bench_document(result), indent=2, allow_nan=False) + "\n")
+    elif not quiet:
+        wide = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200
+        out = Console(highlight=False, width=wide)
+        out.print(bench_table(result))
+        if result.random_weights:
+            out.print(f"{RANDOM_WEIGHTS_NOTE}: the weights are random, so these figures say nothing about quality",
+                      markup=False, soft_wrap=True)
+        out.print(f"written: {', '.join(paths)}", markup=False, soft_wrap=True)
+    raise typer.Exit(exit_code(failures))
+
+
+def _settings(
+    alphas: str, method: Method, scorer: Scorer, device: str, batch: str, megapixels: float | None, parts: str,
+    question_tokens: int, warmup: int, repeats: int, flops_only: bool,
+) -> Any:
+    """The validated :class:`~apt_viz.hf.bench.BenchSettings` (anything unusable is a usage error)."""
+    from ..hf.bench import BenchSettings
+
+    try:
+        settings = BenchSettings(
+            alphas=parse_numbers(alphas, float, "--alphas"),
+            method=method,
+            scorer=scorer,
+            batches=parse_numbers(batch, int, "--batch"),
+            device="cpu" if flops_only else resolve_device_name(device),
+            warmup=warmup,
+            repeats=repeats,
+            question_tokens=question_tokens,
+            megapixels=megapixels,
+            parts=tuple(part.strip() for part in parts.split(",") if part.strip()),
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return settings
+
+
+def parse_numbers(text: str, kind: type, option: str) -> tuple[Any, ...]:
+    """``"0.1,0.3"`` -> (0.1, 0.3); a usage error naming ``option`` for anything else."""
+    parts: Sequence[str] = [part for part in text.replace(" ", ",").split(",") if part]
+    try:
+        values = tuple(kind(part) for part in parts)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of numbers", param_hint=option) from None
+    if not values:
+        raise typer.BadParameter("give at least one value", param_hint=option)
+    return values
