@@ -1,6 +1,8 @@
 """The analytic cost model (apt_viz.core.flops): a hand count, torch's FLOP counter on real models, stats.json."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -63,10 +65,13 @@ def tiny_model():
     return APTQwen2VLForConditionalGeneration(preset_config("tiny", attn_implementation="eager")).eval()
 
 
-def counted(call) -> int:
+def counted(call, modules: str | None = None) -> int:
+    """FLOPs torch counts in ``call``: all of them, or those of the modules whose names match ``modules``."""
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         call()
-    return counter.get_total_flops()
+    if modules is None:
+        return counter.get_total_flops()
+    return sum(sum(ops.values()) for name, ops in counter.get_flop_counts().items() if re.fullmatch(modules, name))
 
 
 def test_the_model_agrees_with_torch_flop_counter_on_the_real_tiny_model(tiny_model, photo_paths):
@@ -90,10 +95,11 @@ def test_the_model_agrees_with_torch_flop_counter_on_the_real_tiny_model(tiny_mo
     assert apt == sum(vision_flops(arch, n, tokens) for n, tokens in zip(rows, llm))
     assert apt < stock / 2
 
-    embeds = torch.randn(1, 37, arch.hidden_size)  # the counter counts every query-key pair (no causal saving)
-    assert counted(lambda: model.language_model(inputs_embeds=embeds, use_cache=False)) == prefill_flops(
-        arch, 37, causal=False
-    )
+    # The decoder layers (some transformers versions compute the rotary angles as a small matmul
+    # outside them); the counter counts every query-key pair, with no causal saving.
+    embeds = torch.randn(1, 37, arch.hidden_size)
+    layers = counted(lambda: model.language_model(inputs_embeds=embeds, use_cache=False), r".*\.layers\.\d+")
+    assert layers == prefill_flops(arch, 37, causal=False)
 
 
 def test_published_sizes_give_the_published_parameter_counts():
