@@ -172,6 +172,8 @@ def test_the_gpu_script_runs_its_code_path_on_the_cpu(tmp_path):
     documents = json.loads(out.read_text())
     assert {row["batch"] for row in documents["vision"]["rows"]} == {1, 8}
     assert {row["batch"] for row in documents["prefill"]["rows"]} == {8}
+    assert all(row["prefill"] is None and row["vision"] for row in documents["vision"]["rows"])  # --parts
+    assert all(row["vision"] is None and row["prefill"] for row in documents["prefill"]["rows"])
 
 
 @pytest.mark.cuda

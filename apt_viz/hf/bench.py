@@ -11,9 +11,11 @@ What is timed, per batch size and per alpha (``docs/apt_inference.md`` explains 
   and the M-RoPE positions computed beforehand (they are the vision part), ``use_cache=True`` and
   the logits of the last position only, as ``generate``'s prefill.
 
-Each case runs ``warmup`` times, then ``repeats`` times; the median and the quartiles are reported.
-Peak memory is the extra memory one more run takes (CUDA: ``max_memory_allocated``; CPU: the
-resident-set high-water mark, approximate). A preset has random weights: its figures are speed
+Each case runs ``warmup`` times, then ``repeats`` rounds of one run of every case in turn (so a
+slow phase of a shared machine hits stock and APT alike); the median and the quartiles are
+reported. Peak memory is the extra memory one more run takes, measured after all timings (CUDA:
+``max_memory_allocated``; CPU: the resident-set high-water mark, approximate: memory the
+allocator kept from earlier runs does not show). A preset has random weights: its figures are speed
 only. ``flops_only`` runs the selection for the token counts and the cost model of
 :mod:`apt_viz.core.flops`, no model.
 """
@@ -233,20 +235,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_runs(call: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> Timing:
-    """``call`` run ``warmup`` times, then timed ``repeats`` times (device synchronized around each)."""
-    for _ in range(warmup):
-        call()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return Timing(tuple(times))
-
-
 def _proc_status_kb(field_name: str) -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -387,7 +375,45 @@ def _prefill_call(model: Any, prompts: dict, grid: torch.Tensor, features: Any, 
     return prefill
 
 
-MemoryProbe = tuple[int, str, Callable[[], Any]]  # (row index in the batch, row field, the run to measure)
+MemoryProbe = tuple[int, str, Callable[[], Any]]  # (row index, row field, the run to measure)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One timed piece of work of a batch: ``run`` does it once and returns its parts' times (ms)."""
+
+    row: int  # index of its row in the batch (0: stock, then one per alpha)
+    part: str  # "vision" or "prefill"
+    run: Callable[[], dict[str, float]]  # e.g. {"selection": ms, "encoder": ms} or {"prefill": ms}
+    probe: Callable[[], Any]  # the same work untimed, for the peak-memory run
+
+
+def timed(call: Callable[[], Any], device: torch.device) -> float:
+    """Milliseconds of one run of ``call``, the device synchronized before and after."""
+    synchronize(device)
+    start = time.perf_counter()
+    call()
+    synchronize(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def run_cases(cases: Sequence[Case], device: torch.device, warmup: int, repeats: int) -> dict[tuple[int, str], list]:
+    """Every case ``warmup`` times, then ``repeats`` rounds of one timed run of each case in turn.
+
+    Round-robin, so a slow phase of a shared machine hits stock and APT alike.
+
+    Returns:
+        (row, part name) -> the times of the timed runs (ms), in run order.
+    """
+    for _ in range(warmup):
+        for case in cases:
+            case.run()
+    times: dict[tuple[int, str], list] = {}
+    for _ in range(repeats):
+        for case in cases:
+            for name, ms in case.run().items():
+                times.setdefault((case.row, name), []).append(ms)
+    return times
 
 
 def measure_batch(
@@ -405,65 +431,56 @@ def measure_batch(
         timing: see :func:`measure_peaks`).
     """
     batch = prepare_batch(images, image_processor, device)
-    warmup, repeats = settings.warmup, settings.repeats
     text = settings.question_tokens + 2
-    vision_part, prefill_part = "vision" in settings.parts, "prefill" in settings.parts
     encode = model.model.get_image_features
+    temporal = image_processor.temporal_patch_size
     rows: list[BenchRow] = []
-    probes: list[MemoryProbe] = []
+    cases: list[Case] = []
 
     with torch.inference_mode():
         base = batch.grid_thw.prod(-1).tolist()
         stock_llm = [n // arch.merge_size**2 for n in base]
-        row = counted_row(arch, None, base, stock_llm, text)
-        if vision_part:
-            def stock_vision() -> Any:
-                return encode(batch.pixel_values, batch.grid_thw)
+        rows.append(counted_row(arch, None, base, stock_llm, text))
 
-            encoder = time_runs(stock_vision, device, warmup, repeats)
-            row = replace(row, encoder=encoder, vision=encoder)
-            probes.append((len(rows), "vision_peak_mb", stock_vision))
-        if prefill_part:
-            prompts = prompt_batch(model.config, stock_llm, settings.question_tokens, device)
-            prefill = _prefill_call(model, prompts, batch.grid_thw, encode(batch.pixel_values, batch.grid_thw), None)
-            row = replace(row, prefill=time_runs(prefill, device, warmup, repeats))
-            probes.append((len(rows), "prefill_peak_mb", prefill))
-        rows.append(row)
+        def stock_vision() -> Any:
+            return encode(batch.pixel_values, batch.grid_thw)
 
-        temporal = image_processor.temporal_patch_size
+        cases.append(Case(0, "vision", lambda: {"encoder": timed(stock_vision, device)}, stock_vision))
+        cases.append(_prefill_case(0, model, settings, batch, stock_vision(), None, stock_llm, device))
+
         for alpha in settings.alphas:
             config = settings.config(alpha, image_processor.patch_size, image_processor.merge_size)
             apt = select_batch(batch, config, temporal)
-            row = counted_row(arch, alpha, apt["apt_num_tokens"].tolist(), apt["apt_num_llm_tokens"].tolist(), text)
-            if vision_part:
-                selection, encoder, vision = _time_apt_vision(batch, config, temporal, encode, device, warmup, repeats)
-                row = replace(row, selection=selection, encoder=encoder, vision=vision)
-                probes.append((len(rows), "vision_peak_mb", _select_and_encode(batch, config, temporal, encode)))
-            if prefill_part:
-                prompts = prompt_batch(model.config, apt["apt_num_llm_tokens"].tolist(), settings.question_tokens,
-                                       device)
-                features = encode(image_grid_thw=batch.grid_thw, **apt)
-                prefill = _prefill_call(model, prompts, batch.grid_thw, features, apt)
-                row = replace(row, prefill=time_runs(prefill, device, warmup, repeats))
-                probes.append((len(rows), "prefill_peak_mb", prefill))
-            rows.append(row)
+            llm = apt["apt_num_llm_tokens"].tolist()
+            rows.append(counted_row(arch, alpha, apt["apt_num_tokens"].tolist(), llm, text))
+            cases.append(_apt_vision_case(len(rows) - 1, batch, config, temporal, encode, device))
+            features = encode(image_grid_thw=batch.grid_thw, **apt)
+            cases.append(_prefill_case(len(rows) - 1, model, settings, batch, features, apt, llm, device))
+
+        cases = [case for case in cases if case.part in settings.parts]
+        times = run_cases(cases, device, settings.warmup, settings.repeats)
+
+    for index, row in enumerate(rows):
+        if (index, "encoder") in times:
+            selection = times.get((index, "selection"))
+            encoder = times[(index, "encoder")]
+            vision = encoder if selection is None else [a + b for a, b in zip(selection, encoder)]
+            rows[index] = replace(
+                row, encoder=Timing(tuple(encoder)), vision=Timing(tuple(vision)),
+                selection=None if selection is None else Timing(tuple(selection)),
+            )
+        if (index, "prefill") in times:
+            rows[index] = replace(rows[index], prefill=Timing(tuple(times[(index, "prefill")])))
+    probes = [(case.row, f"{case.part}_peak_mb", case.probe) for case in cases]
     return rows, probes
 
 
-def _select_and_encode(batch: PreparedImages, config: APTConfig, temporal: int, encode: Callable) -> Callable:
-    def select_and_encode() -> Any:
-        return encode(image_grid_thw=batch.grid_thw, **select_batch(batch, config, temporal))
+def _apt_vision_case(
+    row: int, batch: PreparedImages, config: APTConfig, temporal: int, encode: Callable, device: torch.device
+) -> Case:
+    """The APT vision run: the selection, then the encoder on its output, timed apart in the same run."""
 
-    return select_and_encode
-
-
-def _time_apt_vision(
-    batch: PreparedImages, config: APTConfig, temporal: int, encode: Callable, device: torch.device,
-    warmup: int, repeats: int,
-) -> tuple[Timing, Timing, Timing]:
-    """Selection, encoder and their sum, timed in the same runs (the sum per run is the APT vision time)."""
-    selection, encoder, total = [], [], []
-    for run in range(warmup + repeats):
+    def run() -> dict[str, float]:
         synchronize(device)
         start = time.perf_counter()
         apt = select_batch(batch, config, temporal)
@@ -471,12 +488,22 @@ def _time_apt_vision(
         selected = time.perf_counter()
         encode(image_grid_thw=batch.grid_thw, **apt)
         synchronize(device)
-        end = time.perf_counter()
-        if run >= warmup:
-            selection.append((selected - start) * 1e3)
-            encoder.append((end - selected) * 1e3)
-            total.append((end - start) * 1e3)
-    return Timing(tuple(selection)), Timing(tuple(encoder)), Timing(tuple(total))
+        return {"selection": (selected - start) * 1e3, "encoder": (time.perf_counter() - selected) * 1e3}
+
+    def probe() -> Any:
+        return encode(image_grid_thw=batch.grid_thw, **select_batch(batch, config, temporal))
+
+    return Case(row, "vision", run, probe)
+
+
+def _prefill_case(
+    row: int, model: Any, settings: BenchSettings, batch: PreparedImages, features: Any, apt: dict | None,
+    image_tokens: Sequence[int], device: torch.device,
+) -> Case:
+    """The prefill run of the prompts holding ``image_tokens`` image tokens each."""
+    prompts = prompt_batch(model.config, image_tokens, settings.question_tokens, device)
+    prefill = _prefill_call(model, prompts, batch.grid_thw, features, apt)
+    return Case(row, "prefill", lambda: {"prefill": timed(prefill, device)}, prefill)
 
 
 def measure_peaks(rows: list[BenchRow], probes: Sequence[MemoryProbe], device: torch.device) -> None:
