@@ -512,10 +512,10 @@ def measure_peaks(rows: list[BenchRow], probes: Sequence[MemoryProbe], device: t
     Runs after all timings: on the CPU it switches glibc to returning freed blocks to the system
     (so a run's peak shows in the resident set), which makes every later allocation slower.
     """
-    if device.type == "cpu":
-        _return_freed_memory()
     with torch.inference_mode():
         for index, name, call in probes:
+            if device.type == "cpu":
+                _return_freed_memory()
             peak = peak_memory_mb(call, device)
             if name == "vision_peak_mb":
                 rows[index] = replace(rows[index], vision_peak_mb=peak)
