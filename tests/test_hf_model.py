@@ -312,3 +312,21 @@ def test_apt_inputs_with_a_stock_prompt_fail_with_one_line(models, tokenizer, ph
         apt(**partial)
     with pytest.raises(ValueError, match="given without apt_pixel_values"):
         apt(**{**apt_inputs, "apt_pixel_values": None})
+
+
+def test_the_generate_example_runs_offline_with_the_readme_counts(photo_paths):
+    """examples/apt_generate.py (the README's offline example): the counts are those of analyze_image."""
+    import importlib.util
+
+    from apt_viz.analysis import analyze_image
+    from apt_viz.core.config import APTConfig
+
+    spec = importlib.util.spec_from_file_location("apt_viz_generate", REPO_ROOT / "examples" / "apt_generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lines = module.main(photo_paths["astronaut"])
+    stats = analyze_image(photo_paths["astronaut"], APTConfig(method="budget", alpha=0.3)).stats
+    assert (stats.tokens, stats.llm_tokens) == (387, 186)
+    assert lines[0].startswith("vision encoder rows: 387 of 1296 base patches")
+    assert lines[1] == "image tokens in the prompt: 186 = apt_num_llm_tokens 186 (stock: 324)"
+    assert lines[2].startswith("generated (random weights): ")

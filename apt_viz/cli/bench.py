@@ -133,7 +133,7 @@ def bench_command(
         wide = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200
         out = Console(highlight=False, width=wide)
         out.print(bench_table(result))
-        if result.random_weights:
+        if result.random_weights and not flops_only:
             out.print(f"{RANDOM_WEIGHTS_NOTE}: the weights are random, so these figures say nothing about quality",
                       markup=False, soft_wrap=True)
         out.print(f"written: {', '.join(paths)}", markup=False, soft_wrap=True)
@@ -166,7 +166,16 @@ def _settings(
 
 
 def parse_numbers(text: str, kind: type, option: str) -> tuple[Any, ...]:
-    """``"0.1,0.3"`` -> (0.1, 0.3); a usage error naming ``option`` for anything else."""
+    """``"0.1,0.3"`` -> (0.1, 0.3); a usage error naming ``option`` for anything else.
+
+    Args:
+        text: Comma- (or space-) separated numbers.
+        kind: ``int`` or ``float``.
+        option: The option's name, for the error.
+
+    Returns:
+        The numbers.
+    """
     parts: Sequence[str] = [part for part in text.replace(" ", ",").split(",") if part]
     try:
         values = tuple(kind(part) for part in parts)

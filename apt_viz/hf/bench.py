@@ -182,7 +182,14 @@ class BenchResult:
 # --- models --------------------------------------------------------------------------------------
 
 def describe_device(device: torch.device) -> str:
-    """The machine in words: the GPU's name, or the CPU's model and the threads torch uses."""
+    """The machine in words: the GPU's name, or the CPU's model and the threads torch uses.
+
+    Args:
+        device: The bench device.
+
+    Returns:
+        One line, e.g. ``NVIDIA H100 80GB HBM3 (CUDA 13.0, torch 2.14.1)``.
+    """
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}, torch {torch.__version__})"
     cpu = platform.processor() or platform.machine()
@@ -198,8 +205,8 @@ def load_model(
 
     Args:
         device: Where the model runs.
-        preset: A preset of :mod:`apt_viz.hf.presets` (random weights), or
-        model_dir: a local Qwen2-VL checkpoint folder (its weights and image processor settings).
+        preset: A preset of :mod:`apt_viz.hf.presets` (random weights); used when ``model_dir`` is None.
+        model_dir: A local Qwen2-VL checkpoint folder (its weights and image processor settings).
         layers: Cut a preset to this many vision blocks and LLM layers (not for checkpoints).
 
     Returns:
@@ -230,7 +237,7 @@ def load_model(
 
 # --- measuring -----------------------------------------------------------------------------------
 
-def synchronize(device: torch.device) -> None:
+def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -256,13 +263,20 @@ def peak_memory_mb(call: Callable[[], Any], device: torch.device) -> float | Non
 
     CUDA: ``max_memory_allocated`` over the run minus what was allocated before it. CPU: the
     resident-set high-water mark (reset before the run) minus the resident set before it (Linux).
+
+    Args:
+        call: The run (its result is dropped after the measurement).
+        device: Where it runs.
+
+    Returns:
+        Megabytes (MiB), or None without ``/proc/self/clear_refs``.
     """
     if device.type == "cuda":
-        synchronize(device)
+        _synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         result = call()
-        synchronize(device)
+        _synchronize(device)
         peak = torch.cuda.max_memory_allocated(device)
         del result
         return (peak - before) / MB
@@ -289,7 +303,16 @@ class PreparedImages:
 
 
 def prepare_batch(images: Sequence[Image.Image], image_processor: Any, device: torch.device) -> PreparedImages:
-    """The stock processor's rows of ``images`` (already smart-resized) and the pixels APT needs."""
+    """The stock processor's rows of ``images`` and the pixels APT needs, on ``device``.
+
+    Args:
+        images: Smart-resized RGB images (the processor leaves their size).
+        image_processor: A stock Qwen2-VL image processor.
+        device: The bench device.
+
+    Returns:
+        The batch: [0, 255] and normalized images per image, stock rows and grids.
+    """
     out = image_processor(list(images), return_tensors="pt")
     grid = out["image_grid_thw"]
     rows = out["pixel_values"].split((grid.prod(-1)).tolist())
@@ -304,7 +327,16 @@ def prepare_batch(images: Sequence[Image.Image], image_processor: Any, device: t
 
 
 def select_batch(batch: PreparedImages, config: APTConfig, temporal_patch_size: int) -> dict[str, torch.Tensor]:
-    """The ``apt_*`` inputs of a batch: the APT selection and rows of every image, on the batch's device."""
+    """The ``apt_*`` inputs of a batch: the APT selection and rows of every image, on the batch's device.
+
+    Args:
+        batch: The prepared images.
+        config: The APT settings (method, alpha, scorer).
+        temporal_patch_size: Frames per row (2 for Qwen2-VL images).
+
+    Returns:
+        The five ``apt_*`` keys of :data:`apt_viz.hf.APT_OUTPUT_KEYS`, images concatenated.
+    """
     views = [
         apt_view(image, normalized, config, temporal_patch_size)
         for image, normalized in zip(batch.images_255, batch.normalized)
@@ -322,7 +354,14 @@ def select_batch(batch: PreparedImages, config: APTConfig, temporal_patch_size: 
 def prompt_batch(config: Any, image_tokens: Sequence[int], question_tokens: int, device: torch.device) -> dict:
     """Left-padded prompts ``<|vision_start|>`` + image tokens + ``<|vision_end|>`` + a question.
 
-    The question is ``question_tokens`` ordinary token ids (values do not change the speed).
+    Args:
+        config: The model's ``Qwen2VLConfig`` (token ids, vocabulary size).
+        image_tokens: Image tokens of each prompt.
+        question_tokens: Length of the question (ordinary token ids: values do not change the speed).
+        device: The bench device.
+
+    Returns:
+        ``input_ids``, ``attention_mask`` and ``mm_token_type_ids``, each (prompts, longest prompt).
     """
     question = [min(1000 + i, config.text_config.vocab_size - 5) for i in range(question_tokens)]
     prompts = [
@@ -345,7 +384,18 @@ def prompt_batch(config: Any, image_tokens: Sequence[int], question_tokens: int,
 def counted_row(
     arch: Qwen2VLArchitecture, alpha: float | None, tokens: Sequence[int], llm_tokens: Sequence[int], text: int
 ) -> BenchRow:
-    """A row's token counts and analytic FLOPs (per image: vision tokens, LLM tokens; ``text`` per prompt)."""
+    """A row's token counts and analytic FLOPs.
+
+    Args:
+        arch: Model sizes.
+        alpha: The APT setting, None for stock.
+        tokens: Vision-encoder rows of each image.
+        llm_tokens: LLM tokens of each image.
+        text: Other tokens of each prompt.
+
+    Returns:
+        A row without timings.
+    """
     return BenchRow(
         batch=len(tokens), alpha=alpha, vision_tokens=sum(tokens), llm_tokens=sum(llm_tokens),
         prompt_tokens=sum(llm_tokens) + text * len(tokens),
@@ -379,7 +429,7 @@ MemoryProbe = tuple[int, str, Callable[[], Any]]  # (row index, row field, the r
 
 
 @dataclass(frozen=True)
-class Case:
+class _Case:
     """One timed piece of work of a batch: ``run`` does it once and returns its parts' times (ms)."""
 
     row: int  # index of its row in the batch (0: stock, then one per alpha)
@@ -388,16 +438,16 @@ class Case:
     probe: Callable[[], Any]  # the same work untimed, for the peak-memory run
 
 
-def timed(call: Callable[[], Any], device: torch.device) -> float:
+def _timed(call: Callable[[], Any], device: torch.device) -> float:
     """Milliseconds of one run of ``call``, the device synchronized before and after."""
-    synchronize(device)
+    _synchronize(device)
     start = time.perf_counter()
     call()
-    synchronize(device)
+    _synchronize(device)
     return (time.perf_counter() - start) * 1e3
 
 
-def run_cases(cases: Sequence[Case], device: torch.device, warmup: int, repeats: int) -> dict[tuple[int, str], list]:
+def _run_cases(cases: Sequence[_Case], device: torch.device, warmup: int, repeats: int) -> dict[tuple[int, str], list]:
     """Every case ``warmup`` times, then ``repeats`` rounds of one timed run of each case in turn.
 
     Round-robin, so a slow phase of a shared machine hits stock and APT alike.
@@ -424,18 +474,26 @@ def measure_batch(
     settings: BenchSettings,
     device: torch.device,
 ) -> tuple[list[BenchRow], list[MemoryProbe]]:
-    """Stock and every alpha on one batch of images (``images``, smart-resized).
+    """Stock and every alpha on one batch of images, timed round-robin.
+
+    Args:
+        model: An :class:`~apt_viz.hf.APTQwen2VLForConditionalGeneration` on the bench device.
+        image_processor: Its stock image processor.
+        arch: Its sizes (for the FLOPs).
+        images: The batch's images, smart-resized.
+        settings: What to measure.
+        device: The bench device.
 
     Returns:
-        The timed rows, and the runs whose peak memory is still to be measured (after every
-        timing: see :func:`measure_peaks`).
+        The timed rows (stock first, then one per alpha), and the runs whose peak memory is still to
+        be measured (after every timing: see :func:`measure_peaks`).
     """
     batch = prepare_batch(images, image_processor, device)
     text = settings.question_tokens + 2
     encode = model.model.get_image_features
     temporal = image_processor.temporal_patch_size
     rows: list[BenchRow] = []
-    cases: list[Case] = []
+    cases: list[_Case] = []
 
     with torch.inference_mode():
         base = batch.grid_thw.prod(-1).tolist()
@@ -445,7 +503,7 @@ def measure_batch(
         def stock_vision() -> Any:
             return encode(batch.pixel_values, batch.grid_thw)
 
-        cases.append(Case(0, "vision", lambda: {"encoder": timed(stock_vision, device)}, stock_vision))
+        cases.append(_Case(0, "vision", lambda: {"encoder": _timed(stock_vision, device)}, stock_vision))
         cases.append(_prefill_case(0, model, settings, batch, stock_vision(), None, stock_llm, device))
 
         for alpha in settings.alphas:
@@ -458,7 +516,7 @@ def measure_batch(
             cases.append(_prefill_case(len(rows) - 1, model, settings, batch, features, apt, llm, device))
 
         cases = [case for case in cases if case.part in settings.parts]
-        times = run_cases(cases, device, settings.warmup, settings.repeats)
+        times = _run_cases(cases, device, settings.warmup, settings.repeats)
 
     for index, row in enumerate(rows):
         if (index, "encoder") in times:
@@ -477,33 +535,33 @@ def measure_batch(
 
 def _apt_vision_case(
     row: int, batch: PreparedImages, config: APTConfig, temporal: int, encode: Callable, device: torch.device
-) -> Case:
+) -> _Case:
     """The APT vision run: the selection, then the encoder on its output, timed apart in the same run."""
 
     def run() -> dict[str, float]:
-        synchronize(device)
+        _synchronize(device)
         start = time.perf_counter()
         apt = select_batch(batch, config, temporal)
-        synchronize(device)
+        _synchronize(device)
         selected = time.perf_counter()
         encode(image_grid_thw=batch.grid_thw, **apt)
-        synchronize(device)
+        _synchronize(device)
         return {"selection": (selected - start) * 1e3, "encoder": (time.perf_counter() - selected) * 1e3}
 
     def probe() -> Any:
         return encode(image_grid_thw=batch.grid_thw, **select_batch(batch, config, temporal))
 
-    return Case(row, "vision", run, probe)
+    return _Case(row, "vision", run, probe)
 
 
 def _prefill_case(
     row: int, model: Any, settings: BenchSettings, batch: PreparedImages, features: Any, apt: dict | None,
     image_tokens: Sequence[int], device: torch.device,
-) -> Case:
+) -> _Case:
     """The prefill run of the prompts holding ``image_tokens`` image tokens each."""
     prompts = prompt_batch(model.config, image_tokens, settings.question_tokens, device)
     prefill = _prefill_call(model, prompts, batch.grid_thw, features, apt)
-    return Case(row, "prefill", lambda: {"prefill": timed(prefill, device)}, prefill)
+    return _Case(row, "prefill", lambda: {"prefill": _timed(prefill, device)}, prefill)
 
 
 def measure_peaks(rows: list[BenchRow], probes: Sequence[MemoryProbe], device: torch.device) -> None:
@@ -511,6 +569,11 @@ def measure_peaks(rows: list[BenchRow], probes: Sequence[MemoryProbe], device: t
 
     Runs after all timings: on the CPU it switches glibc to returning freed blocks to the system
     (so a run's peak shows in the resident set), which makes every later allocation slower.
+
+    Args:
+        rows: The rows of the whole run.
+        probes: (row index in ``rows``, ``vision_peak_mb`` or ``prefill_peak_mb``, run).
+        device: The bench device.
     """
     with torch.inference_mode():
         for index, name, call in probes:
@@ -526,7 +589,17 @@ def measure_peaks(rows: list[BenchRow], probes: Sequence[MemoryProbe], device: t
 def count_batch(
     arch: Qwen2VLArchitecture, images: Sequence[Image.Image], settings: BenchSettings, patch_size: int = 14
 ) -> list[BenchRow]:
-    """``--flops-only``: token counts from the selection (CPU) and the cost model; nothing is timed."""
+    """``--flops-only``: token counts from the selection (CPU) and the cost model; nothing is timed.
+
+    Args:
+        arch: Model sizes.
+        images: The batch's images, smart-resized.
+        settings: Alphas, method and scorer.
+        patch_size: Base patch size.
+
+    Returns:
+        Rows with counts and FLOPs only, stock first.
+    """
     from ..core.pipeline import run_apt
 
     text = settings.question_tokens + 2
@@ -541,7 +614,16 @@ def count_batch(
 
 
 def prepare_images(images: Sequence[Image.Image], settings: BenchSettings, spec: ResizeSpec) -> list[Image.Image]:
-    """Every input scaled to about ``settings.megapixels`` (when set), then smart-resized by ``spec``."""
+    """Every input scaled to about ``settings.megapixels`` (when set), then smart-resized by ``spec``.
+
+    Args:
+        images: Loaded images (RGB or any PIL mode).
+        settings: ``megapixels``.
+        spec: Qwen2-VL's resize rule (the model's image processor's bounds).
+
+    Returns:
+        The images as the processor will see them.
+    """
     prepared = []
     for image in images:
         if settings.megapixels is not None:
@@ -629,7 +711,14 @@ def run_bench(
 # --- reporting -----------------------------------------------------------------------------------
 
 def bench_document(result: BenchResult) -> dict[str, Any]:
-    """The content of ``bench.json``."""
+    """The content of ``bench.json``.
+
+    Args:
+        result: A finished run.
+
+    Returns:
+        Model, weights, machine, settings, image sizes and every row (all run times, speedups).
+    """
     rows = []
     for row in result.rows:
         entry: dict[str, Any] = {
@@ -646,7 +735,9 @@ def bench_document(result: BenchResult) -> dict[str, Any]:
     return {
         "apt_viz_version": __version__,
         "model": result.model,
-        "weights": RANDOM_WEIGHTS_NOTE if result.random_weights else "checkpoint",
+        "weights": "none (analytic)" if result.flops_only else (
+            RANDOM_WEIGHTS_NOTE if result.random_weights else "checkpoint"
+        ),
         "architecture": result.architecture.to_dict(),
         "device": result.device,
         "dtype": result.dtype,
@@ -668,7 +759,14 @@ CSV_COLUMNS = (
 
 
 def bench_csv(result: BenchResult) -> str:
-    """``bench.csv``: one row per batch size and setting (medians; quartiles of the totals)."""
+    """``bench.csv``: one row per batch size and setting (medians; quartiles of the totals).
+
+    Args:
+        result: A finished run.
+
+    Returns:
+        CSV text (the one CSV writer of :mod:`apt_viz.report.csv_text`).
+    """
 
     def median(timing: Timing | None) -> float | None:
         return None if timing is None else round(timing.median_ms, 3)
@@ -700,7 +798,14 @@ def _round(value: float | None, digits: int = 3) -> float | None:
 
 
 def headline(result: BenchResult) -> str:
-    """One line naming the model, its weights, the machine and the precision."""
+    """One line naming the model, its weights, the machine and the precision.
+
+    Args:
+        result: A finished run.
+
+    Returns:
+        The line (the table's title and the plot's).
+    """
     weights = RANDOM_WEIGHTS_NOTE if result.random_weights else "checkpoint weights"
     if result.flops_only:
         return f"{result.model}: analytic FLOPs only (no model built, nothing timed)"
@@ -708,7 +813,14 @@ def headline(result: BenchResult) -> str:
 
 
 def bench_table(result: BenchResult) -> Table:
-    """The rich table printed by ``apt-viz bench``: medians, speedups against stock, peak memory, FLOPs."""
+    """The rich table printed by ``apt-viz bench``: medians, speedups against stock, peak memory, FLOPs.
+
+    Args:
+        result: A finished run.
+
+    Returns:
+        The table (the caller prints it).
+    """
     from rich.table import Table
 
     def ms(timing: Timing | None) -> str:
@@ -723,8 +835,10 @@ def bench_table(result: BenchResult) -> Table:
     def mb(value: float | None) -> str:
         return "-" if value is None else f"{value:.0f}"
 
-    table = Table(title=headline(result), title_justify="left", header_style="bold",
-                  caption="ms: median (quartiles); speedup: stock / APT, selection included in vision",
+    caption = "FLOPs speedup: stock / APT, from apt_viz.core.flops" if result.flops_only else (
+        "ms: median (quartiles); speedup: stock / APT, selection included in vision"
+    )
+    table = Table(title=headline(result), title_justify="left", header_style="bold", caption=caption,
                   caption_justify="left")
     for name in ("batch", "setting", "vision tokens", "LLM tokens"):
         table.add_column(name, justify="right" if name != "setting" else "left")
@@ -745,7 +859,14 @@ def bench_table(result: BenchResult) -> Table:
 
 
 def bench_figure(result: BenchResult) -> Figure:
-    """Speedup (left) and peak memory (right) against alpha, one line per batch size and part."""
+    """Speedup (left) and peak memory (right) against alpha, one line per batch size and part.
+
+    Args:
+        result: A finished run (``--flops-only``: the analytic speedup, no memory).
+
+    Returns:
+        A matplotlib figure (Agg).
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -788,7 +909,15 @@ def bench_figure(result: BenchResult) -> Figure:
 
 
 def write_bench(result: BenchResult, output: str | os.PathLike) -> list[str]:
-    """Write ``bench.json``, ``bench.csv`` and ``bench.png`` into ``output`` (atomically); returns their paths."""
+    """Write ``bench.json``, ``bench.csv`` and ``bench.png`` into ``output`` (atomically).
+
+    Args:
+        result: A finished run.
+        output: The output folder (created when missing).
+
+    Returns:
+        The three paths.
+    """
     import io
 
     folder = Path(output)

@@ -152,7 +152,18 @@ class APTQwen2VLModel(Qwen2VLModel):
     _apt_cells: Iterator[torch.Tensor] | None = None  # set only while get_rope_index runs on APT inputs
 
     def apt_layout(self, image_grid_thw: torch.Tensor | None, **apt: Any) -> APTLayout:
-        """:func:`apt_layout` with this model's patch and merge sizes (``apt`` holds the ``apt_*`` keys)."""
+        """:func:`apt_layout` with this model's patch and merge sizes.
+
+        Args:
+            image_grid_thw: (images, 3) stock grids.
+            **apt: ``apt_patch_sizes``, ``apt_patch_positions``, ``apt_num_tokens``, ``apt_num_llm_tokens``.
+
+        Returns:
+            The layout.
+
+        Raises:
+            ValueError: a key is missing or the keys do not fit together (one line).
+        """
         vision: Any = self.config.vision_config
         missing = [key for key in APT_MODEL_INPUTS if key != "apt_pixel_values" and apt.get(key) is None]
         if missing:
@@ -247,6 +258,24 @@ class APTQwen2VLModel(Qwen2VLModel):
         The stock method walks the prompt and asks :meth:`get_vision_position_ids` for each image's
         positions; with APT inputs that method returns, image by image, the positions of the cells
         the LLM tokens start at. Text after an image continues from ``max(h, w) / m`` as in stock.
+
+        Args:
+            input_ids: (batch, length) prompts holding ``apt_num_llm_tokens`` placeholders per image.
+            mm_token_type_ids: (batch, length) 1 on image tokens.
+            image_grid_thw: (images, 3) stock grids.
+            video_grid_thw: Video grids (stock inputs only; APT inputs take no videos).
+            attention_mask: (batch, length) 0 on padding.
+            apt_patch_sizes: (n,) cell sizes, with the other ``apt_*`` keys (None: stock positions).
+            apt_patch_positions: (n, 2) top-left base cells.
+            apt_num_tokens: (images,) rows per image.
+            apt_num_llm_tokens: (images,) LLM tokens per image.
+            **kwargs: Ignored, as by the stock method (``generate`` passes all its inputs).
+
+        Returns:
+            ``(position_ids (3, batch, length), rope_deltas (batch, 1))`` as the stock method.
+
+        Raises:
+            ValueError: the placeholders do not match the APT tokens, or videos come with APT inputs.
         """
         if apt_patch_sizes is None:
             return super().get_rope_index(
@@ -276,7 +305,17 @@ class APTQwen2VLModel(Qwen2VLModel):
             self._apt_cells = None
 
     def get_vision_position_ids(self, start_position: int, grid_thw: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """Stock (3, t*h*w/m^2) positions of an image; during an APT ``get_rope_index``, those of its LLM tokens."""
+        """Stock (3, t*h*w/m^2) positions of an image; during an APT ``get_rope_index``, those of its LLM tokens.
+
+        Args:
+            start_position: Offset of the image in the prompt's positions.
+            grid_thw: The image's (t, h, w).
+            *args: As the stock method (merge sizes, time interval).
+            **kwargs: As the stock method (``device``).
+
+        Returns:
+            (3, tokens) temporal, height and width positions.
+        """
         positions = super().get_vision_position_ids(start_position, grid_thw, *args, **kwargs)
         if self._apt_cells is None:
             return positions
@@ -298,6 +337,18 @@ class APTQwen2VLModel(Qwen2VLModel):
         tower and the language model, and computes M-RoPE positions without them. Here the APT
         image features go in as ``mm_encoder_outputs`` and the positions as ``position_ids``, the
         two inputs the stock forward takes precomputed.
+
+        Args:
+            input_ids: (batch, length) prompts.
+            apt_pixel_values: (n, C*T*p*p) APT rows (None: the stock forward, unchanged).
+            apt_patch_sizes: (n,) cell sizes in pixels.
+            apt_patch_positions: (n, 2) top-left base cells.
+            apt_num_tokens: (images,) rows per image.
+            apt_num_llm_tokens: (images,) LLM tokens per image.
+            **kwargs: The stock forward's inputs (``pixel_values`` is dropped with APT inputs).
+
+        Returns:
+            The stock forward's output.
         """
         apt = {
             "apt_patch_sizes": apt_patch_sizes,

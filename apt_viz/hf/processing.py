@@ -66,7 +66,16 @@ class APTQwen2VLProcessor(Qwen2VLProcessor):
         super().__init__(as_apt_image_processor(image_processor), tokenizer, video_processor, chat_template, **kwargs)
 
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs: Any) -> str:
-        """The placeholders of image ``image_idx``: one ``<|image_pad|>`` per APT LLM token."""
+        """The placeholders of image ``image_idx``: one ``<|image_pad|>`` per APT LLM token.
+
+        Args:
+            image_inputs: The image processor's output for the call.
+            image_idx: The image's index among all images of the call.
+            **kwargs: Unused (the stock signature).
+
+        Returns:
+            ``<|image_pad|>`` repeated ``apt_num_llm_tokens[image_idx]`` times.
+        """
         return self.image_token * int(image_inputs["apt_num_llm_tokens"][image_idx])
 
     def _get_num_multimodal_tokens(self, image_sizes: Any = None, video_sizes: Any = None, **kwargs: Any) -> Any:
