@@ -330,3 +330,47 @@ def test_the_generate_example_runs_offline_with_the_readme_counts(photo_paths):
     assert lines[0].startswith("vision encoder rows: 387 of 1296 base patches")
     assert lines[1] == "image tokens in the prompt: 186 = apt_num_llm_tokens 186 (stock: 324)"
     assert lines[2].startswith("generated (random weights): ")
+
+
+# --- the layout, worked by hand -----------------------------------------------------------------
+
+def test_the_layout_of_a_hand_made_selection():
+    """Image 0: a 4 x 4 base grid (2 x 2 merged cells): base groups at the top-left and bottom-right,
+    28 px cells at (0, 2) and (2, 0), rows in the processor's order (base rows by merge group, then
+    28 px rows in raster order). Image 1: a 2 x 2 grid holding one 28 px cell."""
+    sizes = torch.tensor([14] * 8 + [28, 28] + [28])
+    positions = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1], [2, 2], [2, 3], [3, 2], [3, 3],
+                              [0, 2], [2, 0], [0, 0]])
+    layout = apt_layout(sizes, positions, torch.tensor([10, 1]), torch.tensor([[1, 4, 4], [1, 2, 2]]), 14, 2,
+                        num_llm_tokens=torch.tensor([4, 1]))
+    # Tokens in merged-grid raster order: group A, the 28 px at (0, 2), the one at (2, 0), group B.
+    assert layout.merge_index.view(-1, 4).tolist() == [[0, 1, 2, 3], [8, 8, 8, 8], [9, 9, 9, 9], [4, 5, 6, 7],
+                                                       [10, 10, 10, 10]]
+    assert [cells.tolist() for cells in layout.llm_cells] == [[0, 1, 2, 3], [0]]
+    assert layout.llm_tokens == (4, 1)
+    assert layout.cu_seqlens.tolist() == [0, 10, 11]
+    assert layout.vision_positions[:8].tolist() == positions[:8].float().tolist()  # base: stock integers
+    assert layout.vision_positions[8:].tolist() == [[0.5, 2.5], [2.5, 0.5], [0.5, 0.5]]  # 28 px: centres
+
+
+HAND_SIZES = [14] * 8 + [28, 28] + [28]
+HAND_POSITIONS = [[0, 0], [0, 1], [1, 0], [1, 1], [2, 2], [2, 3], [3, 2], [3, 3], [0, 2], [2, 0], [0, 0]]
+
+
+@pytest.mark.parametrize(
+    "sizes, positions, num_tokens, num_llm, message",
+    [
+        (HAND_SIZES[1:], HAND_POSITIONS[1:], [9, 1], [4, 1], "must fill whole 2x2 merge groups"),  # (0, 0) gone
+        ([14] * 8 + [42, 28, 28], HAND_POSITIONS, [10, 1], [4, 1], "must be 14 or multiples of 28 px"),
+        (HAND_SIZES, [*HAND_POSITIONS[:10], [1, 0]], [10, 1], [4, 1], "fall outside their image's grid"),
+        (HAND_SIZES, [*HAND_POSITIONS[:8], [1, 2], [2, 0], [0, 0]], [10, 1], [4, 1], "start on their own grid"),
+        (HAND_SIZES, HAND_POSITIONS, [10, 1], [5, 1], "do not match the patches, which give [4, 1]"),
+        (HAND_SIZES, HAND_POSITIONS, [10, 2], [4, 1], "sums to 12 but there are 11 APT rows"),
+    ],
+    ids=["missing-base-row", "size", "outside", "unaligned", "llm-count", "row-count"],
+)
+def test_layouts_that_do_not_fit_fail_with_one_line(sizes, positions, num_tokens, num_llm, message):
+    with pytest.raises(ValueError) as error:
+        apt_layout(torch.tensor(sizes), torch.tensor(positions), torch.tensor(num_tokens),
+                   torch.tensor([[1, 4, 4], [1, 2, 2]]), 14, 2, num_llm_tokens=torch.tensor(num_llm))
+    assert message in str(error.value) and "\n" not in str(error.value)

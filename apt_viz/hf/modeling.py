@@ -85,52 +85,18 @@ def apt_layout(
             whole m x m groups, or counts that do not match (one line each).
     """
     device = patch_positions.device
-    m = merge_size
     num_tokens = num_tokens.to(device=device, dtype=torch.long)
     grids = image_grid_thw.to(device=device, dtype=torch.long)
-    if len(num_tokens) != len(grids):
-        raise ValueError(f"apt_num_tokens has {len(num_tokens)} images but image_grid_thw has {len(grids)}")
-    if int(num_tokens.sum()) != len(patch_sizes):
-        raise ValueError(f"apt_num_tokens sums to {int(num_tokens.sum())} but there are {len(patch_sizes)} APT rows")
-    if bool((grids[:, 0] != 1).any()) or bool((grids[:, 1:] % m != 0).any()):
-        raise ValueError(f"APT images need image grids (1, h, w) with h and w multiples of {m}")
-    cells = (patch_sizes.to(device) // patch_size).long()  # side of each cell in base patches
-    if bool(((patch_sizes.to(device) % patch_size != 0) | ((cells != 1) & (cells % m != 0))).any()):
-        raise ValueError(f"APT patch sizes must be {patch_size} or multiples of {patch_size * m} px")
-
-    image = torch.repeat_interleave(torch.arange(len(grids), device=device), num_tokens)  # (n,)
+    cells = _cell_sides(patch_sizes.to(device), num_tokens, grids, patch_size, merge_size)
+    image = torch.repeat_interleave(torch.arange(len(grids), device=device), num_tokens)  # (n,) image of each row
     rows, cols = patch_positions.to(device).long().unbind(-1)
-    grid_h, grid_w = grids[image, 1], grids[image, 2]
-    if bool(((rows < 0) | (cols < 0) | (rows + cells > grid_h) | (cols + cells > grid_w)).any()):
+    if bool(((rows < 0) | (cols < 0) | (rows + cells > grids[image, 1]) | (cols + cells > grids[image, 2])).any()):
         raise ValueError("APT patch positions fall outside their image's grid")
+    if bool(((rows % cells != 0) | (cols % cells != 0)).any()):
+        raise ValueError("APT cells must start on their own grid (a 28 px cell at even base rows and columns, ...)")
+
     centre = (cells.to(torch.float32) - 1) / 2  # 0 for a base patch: its stock integer position
-    vision_positions = torch.stack([rows + centre, cols + centre], dim=-1)
-    cu_seqlens = F.pad(num_tokens.cumsum(0, dtype=torch.int32), (1, 0))
-
-    # Row of every base cell of the batch (-1 where the cell belongs to a larger patch).
-    cell_offset = F.pad((grids[:, 1] * grids[:, 2]).cumsum(0), (1, 0))
-    row_of_cell = torch.full((int(cell_offset[-1]),), -1, dtype=torch.long, device=device)
-    is_base = cells == 1
-    base_cell = cell_offset[image] + rows * grid_w + cols
-    row_of_cell[base_cell[is_base]] = torch.arange(len(cells), device=device)[is_base]
-
-    # LLM tokens: a base row at the top-left of its merge group, or any larger cell.
-    starts = (~is_base | ((rows % m == 0) & (cols % m == 0))).nonzero().squeeze(-1)
-    merged_w = grid_w[starts] // m
-    llm_cell = (rows[starts] // m) * merged_w + cols[starts] // m  # raster index in the merged grid
-    merged_offset = F.pad((grids[:, 1] * grids[:, 2] // (m * m)).cumsum(0), (1, 0))
-    order = torch.argsort(merged_offset[image[starts]] + llm_cell)  # image, then merged-grid raster order
-    starts, llm_cell = starts[order], llm_cell[order]
-
-    # m * m merger rows per token: the group's base rows in stock order, or the large row repeated.
-    dy, dx = torch.meshgrid(torch.arange(m, device=device), torch.arange(m, device=device), indexing="ij")
-    group_cells = base_cell[starts, None] + dy.flatten() * grid_w[starts, None] + dx.flatten()  # (L, m*m)
-    group_rows = row_of_cell[group_cells.clamp(max=len(row_of_cell) - 1)]
-    large = ~is_base[starts]
-    merge_rows = torch.where(large[:, None], starts[:, None].expand(-1, m * m), group_rows)
-    if bool((merge_rows < 0).any()):
-        raise ValueError(f"APT base patches must fill whole {m}x{m} merge groups")
-
+    starts, llm_cell, merge_rows = _merge_groups(rows, cols, cells, image, grids, merge_size)
     llm_tokens = torch.bincount(image[starts], minlength=len(grids))
     if num_llm_tokens is not None and not torch.equal(llm_tokens, num_llm_tokens.to(device).long()):
         raise ValueError(
@@ -138,12 +104,65 @@ def apt_layout(
         )
     counts = tuple(llm_tokens.tolist())
     return APTLayout(
-        vision_positions=vision_positions,
-        cu_seqlens=cu_seqlens,
+        vision_positions=torch.stack([rows + centre, cols + centre], dim=-1),
+        cu_seqlens=F.pad(num_tokens.cumsum(0, dtype=torch.int32), (1, 0)),
         merge_index=merge_rows.flatten(),
         llm_cells=tuple(llm_cell.split(counts)),
         llm_tokens=counts,
     )
+
+
+def _cell_sides(
+    patch_sizes: torch.Tensor, num_tokens: torch.Tensor, grids: torch.Tensor, patch_size: int, merge_size: int
+) -> torch.Tensor:
+    """(n,) side of every row's cell in base patches, once the counts, grids and sizes fit together."""
+    if len(num_tokens) != len(grids):
+        raise ValueError(f"apt_num_tokens has {len(num_tokens)} images but image_grid_thw has {len(grids)}")
+    if int(num_tokens.sum()) != len(patch_sizes):
+        raise ValueError(f"apt_num_tokens sums to {int(num_tokens.sum())} but there are {len(patch_sizes)} APT rows")
+    if bool((grids[:, 0] != 1).any()) or bool((grids[:, 1:] % merge_size != 0).any()):
+        raise ValueError(f"APT images need image grids (1, h, w) with h and w multiples of {merge_size}")
+    cells = (patch_sizes // patch_size).long()
+    if bool(((patch_sizes % patch_size != 0) | ((cells != 1) & (cells % merge_size != 0))).any()):
+        raise ValueError(f"APT patch sizes must be {patch_size} or multiples of {patch_size * merge_size} px")
+    return cells
+
+
+def _merge_groups(
+    rows: torch.Tensor, cols: torch.Tensor, cells: torch.Tensor, image: torch.Tensor, grids: torch.Tensor, m: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The LLM tokens of a batch and the m * m rows the merger reads for each.
+
+    A token starts at a base row at the top-left of its merge group, or at any larger cell. Tokens
+    are ordered by image, then by the raster index of the merged-grid cell they start at.
+
+    Returns:
+        ``starts`` (L,) the row each token starts at, ``llm_cell`` (L,) its merged-grid cell,
+        ``merge_rows`` (L, m * m) the rows the merger reads: a group's base rows in stock order
+        (raster inside the group), or a larger cell's row m * m times.
+    """
+    device = rows.device
+    grid_w = grids[image, 2]
+    cell_offset = F.pad((grids[:, 1] * grids[:, 2]).cumsum(0), (1, 0))  # first base cell of each image
+    base_cell = cell_offset[image] + rows * grid_w + cols  # batch-wide index of each row's top-left base cell
+    is_base = cells == 1
+    row_of_cell = torch.full((int(cell_offset[-1]),), -1, dtype=torch.long, device=device)  # -1: in a larger cell
+    row_of_cell[base_cell[is_base]] = torch.arange(len(cells), device=device)[is_base]
+
+    starts = (~is_base | ((rows % m == 0) & (cols % m == 0))).nonzero().squeeze(-1)
+    llm_cell = (rows[starts] // m) * (grid_w[starts] // m) + cols[starts] // m
+    merged_offset = F.pad((grids[:, 1] * grids[:, 2] // (m * m)).cumsum(0), (1, 0))
+    order = torch.argsort(merged_offset[image[starts]] + llm_cell)
+    starts, llm_cell = starts[order], llm_cell[order]
+
+    dy, dx = torch.meshgrid(torch.arange(m, device=device), torch.arange(m, device=device), indexing="ij")
+    group_cells = base_cell[starts, None] + dy.flatten() * grid_w[starts, None] + dx.flatten()  # (L, m*m)
+    group_rows = row_of_cell[group_cells.clamp(max=len(row_of_cell) - 1)]  # (larger cells: unused)
+    merge_rows = torch.where(~is_base[starts, None], starts[:, None].expand(-1, m * m), group_rows)
+    base_groups = int(is_base[starts].sum())
+    if bool((merge_rows < 0).any()) or base_groups * m * m != int(is_base.sum()):
+        raise ValueError(f"APT base patches must fill whole {m}x{m} merge groups")
+    return starts, llm_cell, merge_rows
 
 
 class APTQwen2VLModel(Qwen2VLModel):
