@@ -50,7 +50,11 @@ def test_bench_measures_the_tiny_model_and_writes_its_files(tmp_path, photo_path
     paths = [photo_paths["astronaut"], photo_paths["coffee"]]
     result = invoke("bench", *paths, *QUICK, "-o", tmp_path)
     assert result.exit_code == 0, result.output
-    assert "random weights: speed only" in result.stdout and "vision speedup" in result.stdout
+    assert "random weights: speed only" in result.stdout
+    # Not a terminal: the compact table, one line per row within 80 columns.
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:3] == ["batch", "setting", "patches"] for line in lines)
+    assert all(len(line) <= 80 for line in lines if not line.startswith(("random weights", "written")))
     document = json.loads((tmp_path / "bench.json").read_text())
     assert document["weights"] == "random weights: speed only" and document["model"] == "tiny"
     assert document["dtype"] == "float32" and document["attention"] == "sdpa"
@@ -184,3 +188,19 @@ def test_bench_on_cuda_uses_bf16_and_sdpa(tmp_path, photo_paths):
     document = json.loads((tmp_path / "bench.json").read_text())
     assert document["dtype"] == "bfloat16" and document["attention"] == "sdpa"
     assert all(row["vision_peak_mb"] is not None for row in document["rows"])
+
+
+def test_a_wide_terminal_gets_the_full_table(photo_paths):
+    from rich.console import Console
+
+    from apt_viz.hf.bench import BenchSettings, bench_table, compact_bench_table, run_bench
+    from apt_viz.report.tables import fitted_table
+
+    settings = BenchSettings(alphas=(0.5,), warmup=0, repeats=1, megapixels=0.03)
+    result = run_bench([load_image(photo_paths["chelsea"])], settings, preset="tiny")
+    console = Console(width=250, force_terminal=True, record=True)
+    console.print(fitted_table(console, bench_table(result), lambda _: compact_bench_table(result)))
+    text = console.export_text()
+    for header in ("selection ms", "vision speedup", "prefill speedup", "vision peak MB", "FLOPs speedup"):
+        assert header in text
+    assert "stock" in text and "alpha 0.5" in text

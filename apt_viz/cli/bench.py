@@ -120,7 +120,14 @@ def bench_command(
 
     from rich.console import Console
 
-    from ..hf.bench import RANDOM_WEIGHTS_NOTE, bench_document, bench_table, run_bench, write_bench
+    from ..hf.bench import (
+        RANDOM_WEIGHTS_NOTE,
+        bench_document,
+        bench_table,
+        compact_bench_table,
+        run_bench,
+        write_bench,
+    )
 
     err = Console(stderr=True, highlight=False)
     progress = None if quiet or json_output else (lambda line: err.print(line, markup=False))
@@ -130,9 +137,10 @@ def bench_command(
     if json_output:
         sys.stdout.write(json.dumps(bench_document(result), indent=2, allow_nan=False) + "\n")
     elif not quiet:
-        wide = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200
-        out = Console(highlight=False, width=wide)
-        out.print(bench_table(result))
+        from ..report.tables import fitted_table
+
+        out = Console(highlight=False)
+        out.print(fitted_table(out, bench_table(result), lambda _: compact_bench_table(result)))
         if result.random_weights and not flops_only:
             out.print(f"{RANDOM_WEIGHTS_NOTE}: the weights are random, so these figures say nothing about quality",
                       markup=False, soft_wrap=True)

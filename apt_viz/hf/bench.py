@@ -858,6 +858,42 @@ def bench_table(result: BenchResult) -> Table:
     return table
 
 
+def compact_bench_table(result: BenchResult) -> Table:
+    """The one-line-per-row layout of :func:`bench_table` (pipes, logs, narrow terminals).
+
+    Args:
+        result: A finished run.
+
+    Returns:
+        Batch, setting, vision patches, vision and prefill medians with their speedups (x: stock /
+        APT), and the FLOPs speedups (vision / prefill). Fits 80 columns.
+    """
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=headline(result), title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False)
+    headers = ["batch", "setting", "patches"]
+    if not result.flops_only:
+        headers += ["vision ms", "x", "prefill ms", "x"]
+    headers += ["FLOPs x"]
+    for header in headers:
+        table.add_column(header, no_wrap=True, justify="left" if header == "setting" else "right")
+    for row in result.rows:
+        speedup = result.speedups(row)
+        cells = [str(row.batch), row.setting, str(row.vision_tokens)]
+        if not result.flops_only:
+            cells += [
+                "-" if row.vision is None else f"{row.vision.median_ms:.1f}",
+                "-" if speedup["vision"] is None else f"{speedup['vision']:.2f}",
+                "-" if row.prefill is None else f"{row.prefill.median_ms:.1f}",
+                "-" if speedup["prefill"] is None else f"{speedup['prefill']:.2f}",
+            ]
+        cells.append(f"{speedup['vision_flops']:.2f}/{speedup['prefill_flops']:.2f}")
+        table.add_row(*cells)
+    return table
+
+
 def bench_figure(result: BenchResult) -> Figure:
     """Speedup (left) and peak memory (right) against alpha, one line per batch size and part.
 
