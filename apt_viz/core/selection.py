@@ -6,6 +6,7 @@ whole. Function names are the official APT ones.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -72,9 +73,19 @@ def _selectable_scores(maps: Maps, image_size: ImageHW | None) -> Maps:
     sizes = sorted(maps)
     scores = {sizes[0]: maps[sizes[0]]}
     for size in sizes[1:]:
-        partial = partial_cells(height, width, size, maps[size].device)
+        partial = _partial_cells(height, width, size, maps[size].device)
         scores[size] = maps[size].float().masked_fill(partial, math.inf)
     return scores
+
+
+@functools.lru_cache(maxsize=256)
+def _partial_cells(height: int, width: int, size: int, device: torch.device) -> torch.Tensor:
+    """:func:`~apt_viz.core.grids.partial_cells`, made once per geometry and device (read-only).
+
+    Selection runs on many batches of the same image size; on a GPU this saves the launches of
+    rebuilding the same small mask for every batch.
+    """
+    return partial_cells(height, width, size, device)
 
 
 def resolve_hierarchy(keep: Maps) -> Masks:
@@ -190,20 +201,25 @@ def select_patches_by_budget(
     base_tokens = base.shape[-2] * base.shape[-1]
     target = budget_target(alpha, base_tokens)
 
-    partial = {size: partial_cells(height, width, size, device) for size in sizes[1:]}
-    min_tokens = _min_tokens(maps, sizes, partial)
+    # Everything that depends on the geometry alone is worked out on the host, once per image
+    # size, so the per-batch path never waits for the device (no .item(), no boolean indexing).
+    shapes = tuple((size, *maps[size].shape[-2:]) for size in sizes)
+    geometry = _budget_geometry(height, width, shapes, device)
+    min_tokens = geometry.min_tokens
     priority = _priorities(_selectable_scores(maps, image_size), sizes)
     levels = list(range(len(sizes) - 1, 0, -1))  # candidates: largest scale first, row-major
     candidates = (
-        torch.cat([priority[sizes[i]].flatten(1)[:, ~partial[sizes[i]].flatten()] for i in levels], dim=1)
+        torch.cat([priority[sizes[i]].flatten(1).index_select(1, geometry.whole[sizes[i]]) for i in levels], dim=1)
         if levels
         else torch.empty(batch, 0, device=device)
     )
     clamped = target < min_tokens
     k = 0 if clamped else min(candidates.shape[1], (target - min_tokens) // 3)  # a whole split adds 3 tokens
-    split = _split_grids(_choose_splits(candidates, k), maps, sizes, levels, partial)
+    splits = torch.full((batch,), k, dtype=torch.int64, device=device)  # per image: the kernels take a tensor
+    split = _split_grids(_choose_splits(candidates, splits), geometry, sizes, levels)
     masks = _masks_from_splits(split, maps, sizes)
 
+    # The one wait of a batch: the per-image counts that BudgetInfo reports.
     per_scale = torch.stack([masks[size].flatten(1).sum(dim=1) for size in sizes], dim=1).long().tolist()
     expected = min_tokens + 3 * k
     info = []
@@ -225,6 +241,36 @@ def select_patches_by_budget(
     return masks, info
 
 
+@dataclass(frozen=True)
+class _BudgetGeometry:
+    """What the budget method needs to know about an image size, on the maps' device."""
+
+    partial: dict[int, torch.Tensor]  # size -> (rows_i, cols_i) bool, grids above the base
+    whole: dict[int, torch.Tensor]  # size -> int64 flat indices of the whole cells, row-major
+    min_tokens: int  # tokens after the forced splits alone
+
+
+@functools.lru_cache(maxsize=256)
+def _budget_geometry(
+    height: int, width: int, shapes: tuple[tuple[int, int, int], ...], device: torch.device
+) -> _BudgetGeometry:
+    """Partial and whole cells and the forced minimum of grids ``shapes`` ((size, rows, cols), smallest
+    first) over a ``height x width`` image, computed on the CPU and moved to ``device`` once."""
+    sizes = [size for size, _, _ in shapes]
+    partial = {size: partial_cells(height, width, size) for size in sizes[1:]}
+    whole = {size: (~cells).flatten().nonzero().flatten() for size, cells in partial.items()}
+    # Forced splits: every partial cell is replaced by its children inside the image.
+    min_tokens = shapes[-1][1] * shapes[-1][2]
+    for level in range(1, len(shapes)):
+        children = _children_inside(shapes[level - 1][1:], shapes[level][1:])
+        min_tokens += int((children - 1)[partial[sizes[level]]].sum())
+    return _BudgetGeometry(
+        partial={size: cells.to(device) for size, cells in partial.items()},
+        whole={size: index.to(device) for size, index in whole.items()},
+        min_tokens=min_tokens,
+    )
+
+
 def _priorities(scores: Maps, sizes: list[int]) -> Maps:
     """Split priority of every cell above the base: min(own score, parent's priority); NaN ranks last."""
     priority: Maps = {}
@@ -236,48 +282,38 @@ def _priorities(scores: Maps, sizes: list[int]) -> Maps:
     return priority
 
 
-def _min_tokens(maps: Maps, sizes: list[int], partial: dict[int, torch.Tensor]) -> int:
-    """Tokens after the forced splits alone: the top grid's cells, plus children - 1 per partial cell."""
-    top = maps[sizes[-1]].shape[-2:]
-    tokens = top[0] * top[1]
-    for level, size in enumerate(sizes[1:], start=1):
-        tokens += int((_children_inside(maps, sizes, level) - 1)[partial[size]].sum())
-    return tokens
-
-
-def _children_inside(maps: Maps, sizes: list[int], level: int) -> torch.Tensor:
-    """(rows_i, cols_i): how many cells of grid ``level - 1`` lie under each cell of grid ``level``."""
-    child_rows, child_cols = maps[sizes[level - 1]].shape[-2:]
-    rows, cols = maps[sizes[level]].shape[-2:]
-    device = maps[sizes[level]].device
-    row_count = (child_rows - 2 * torch.arange(rows, device=device)).clamp(max=2)
-    col_count = (child_cols - 2 * torch.arange(cols, device=device)).clamp(max=2)
+def _children_inside(child_shape: tuple[int, int], shape: tuple[int, int]) -> torch.Tensor:
+    """(rows, cols) of a grid of ``shape``: how many cells of the child grid (``child_shape``) lie under each cell."""
+    child_rows, child_cols = child_shape
+    rows, cols = shape
+    row_count = (child_rows - 2 * torch.arange(rows)).clamp(max=2)
+    col_count = (child_cols - 2 * torch.arange(cols)).clamp(max=2)
     return row_count[:, None] * col_count[None, :]
 
 
-def _choose_splits(candidates: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, n) bool: the ``k`` highest-priority candidates of each image.
+def _choose_splits(candidates: torch.Tensor, splits: torch.Tensor) -> torch.Tensor:
+    """(B, n) bool: the ``splits[b]`` highest-priority candidates of each image ``b``.
 
     A stable descending sort keeps the candidate order (larger cell, row, column) among equal
     priorities, and parents before their children (a child's priority never exceeds its parent's).
+    The count is a (B,) tensor, so no image's count has to be read back to the host.
     """
-    order = torch.sort(candidates, dim=1, descending=True, stable=True).indices[:, :k]
+    order = torch.sort(candidates, dim=1, descending=True, stable=True).indices
+    rank = torch.arange(candidates.shape[1], device=candidates.device)
     chosen = torch.zeros_like(candidates, dtype=torch.bool)
-    return chosen.scatter_(1, order, True)
+    return chosen.scatter_(1, order, rank[None, :] < splits[:, None])
 
 
-def _split_grids(
-    chosen: torch.Tensor, maps: Maps, sizes: list[int], levels: list[int], partial: dict[int, torch.Tensor]
-) -> Maps:
+def _split_grids(chosen: torch.Tensor, geometry: _BudgetGeometry, sizes: list[int], levels: list[int]) -> Maps:
     """{size: (B, rows_i, cols_i) bool} cells that are split: the partial ones and the chosen whole ones."""
     batch = chosen.shape[0]
     split: Maps = {}
     offset = 0
     for i in levels:
-        whole = ~partial[sizes[i]]
-        count = int(whole.sum())
-        grid = partial[sizes[i]].expand(batch, -1, -1).clone()
-        grid[:, whole] = chosen[:, offset : offset + count]
+        whole = geometry.whole[sizes[i]]
+        count = whole.numel()
+        grid = geometry.partial[sizes[i]].expand(batch, -1, -1).clone()
+        grid.view(batch, -1).index_copy_(1, whole, chosen[:, offset : offset + count])
         split[sizes[i]] = grid
         offset += count
     return split
