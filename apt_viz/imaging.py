@@ -7,8 +7,9 @@ transformers image processor gives, so the CLI selects what the model's processo
 """
 from __future__ import annotations
 
+import io
 import os
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
@@ -65,20 +66,43 @@ def load_image(path: str | os.PathLike, max_image_pixels: int | None = Image.MAX
         raise ImageLoadError(f"{path}: no such file")
     if os.path.getsize(path) == 0:
         raise ImageLoadError(f"{path}: empty file (0 bytes)")
+    return _open_image(path, path, max_image_pixels)
+
+
+def load_image_bytes(data: bytes, name: str, max_image_pixels: int | None = Image.MAX_IMAGE_PIXELS) -> Image.Image:
+    """:func:`load_image` for the content of a file that was read elsewhere (e.g. by Ray from object storage).
+
+    Args:
+        data: The file's bytes.
+        name: What error messages call the input (its path or URI).
+        max_image_pixels: Pillow's decompression-bomb limit for this call (None: no limit).
+
+    Returns:
+        An RGB PIL image, the same as :func:`load_image` gives for a file holding ``data``.
+
+    Raises:
+        ImageLoadError: as :func:`load_image`.
+    """
+    if not data:
+        raise ImageLoadError(f"{name}: empty file (0 bytes)")
+    return _open_image(io.BytesIO(data), name, max_image_pixels)
+
+
+def _open_image(source: str | IO[bytes], name: str, max_image_pixels: int | None) -> Image.Image:
     previous_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_image_pixels
     try:
-        with Image.open(path) as opened:
+        with Image.open(source) as opened:
             opened.seek(0)  # animated images: the first frame, as transformers' loader does
             opened.load()
             image = ImageOps.exif_transpose(opened)
             return convert_to_rgb(image).copy()
     except Image.DecompressionBombError as exc:
-        raise ImageLoadError(f"{path}: too large ({exc}); raise --max-image-pixels to allow it") from None
+        raise ImageLoadError(f"{name}: too large ({exc}); raise --max-image-pixels to allow it") from None
     except UnidentifiedImageError:
-        raise ImageLoadError(f"{path}: not a readable image") from None
+        raise ImageLoadError(f"{name}: not a readable image") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated / corrupt data
-        raise ImageLoadError(f"{path}: corrupt or truncated image ({exc})") from None
+        raise ImageLoadError(f"{name}: corrupt or truncated image ({exc})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous_limit
 
