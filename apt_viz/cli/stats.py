@@ -1,0 +1,320 @@
+"""``apt-viz stats``: APT token statistics of a whole dataset into one Parquet table."""
+from __future__ import annotations
+
+import enum
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from ..core.config import Method
+from .app import EXIT_CODES_TEXT, EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, app
+from .options import DebugOption, ImageOptions, JsonOption, QuietOption, RecursiveOption, command
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..stats.local import RunReport
+    from ..stats.settings import StatsPlan
+    from ..stats.summary import TableSummary
+
+STATS_EXAMPLES = f"""\
+Examples:
+
+  apt-viz stats photos/ -r -o stats.parquet -m budget --alpha 0.2,0.3,0.5
+
+  apt-viz stats @train_list.txt -o stats.parquet -m v2 --alpha 0.8:1.2:0.1 --save-masks
+
+  apt-viz stats photos/ -o stats.parquet -m v1 --thresholds 3,2 --thresholds 4,3
+
+  apt-viz stats photos/ -o stats.parquet -m budget --alpha 0.3 --resume      # after an interruption
+
+  apt-viz stats s3://bucket/images/ -o s3://bucket/apt_stats -m budget --alpha 0.3 \\
+      --engine ray --ray-address auto --device cuda
+
+{EXIT_CODES_TEXT}
+"""
+
+
+class Engine(str, enum.Enum):
+    """Where a ``stats`` run executes."""
+
+    LOCAL = "local"  # this machine: decode workers + one scoring process
+    RAY = "ray"  # Ray Data: local Ray by default, a cluster with --ray-address
+
+    def __str__(self) -> str:
+        return self.value
+
+
+InputsArgument = Annotated[
+    list[str],
+    typer.Argument(help="Image files, folders, @list.txt files (one path per line); with --engine ray also "
+                   "remote URIs such as s3://bucket/images/.", show_default=False),
+]
+TableOption = Annotated[
+    str,
+    typer.Option("--output", "-o", help="The Parquet table to write (--engine ray: a folder of Parquet files).",
+                 show_default=False),
+]
+
+
+@command(app, "stats", epilog=STATS_EXAMPLES)
+def stats_command(
+    inputs: InputsArgument,
+    *,
+    output: TableOption,
+    patch_selection_method: Annotated[
+        Method,
+        typer.Option("--patch-selection-method", "-m",
+                     help="v1: fixed thresholds; v2: alpha * mean score per scale; budget: round(alpha * N) tokens."),
+    ] = Method.V1,
+    alpha: Annotated[
+        Optional[str],
+        typer.Option(help="v2 / budget: one or more alphas, comma-separated and/or start:stop:step (inclusive), "
+                     "e.g. 0.2,0.3 or 0.1:0.9:0.1. [default: v2 1.0; budget: required]", show_default=False),
+    ] = None,
+    thresholds: Annotated[
+        Optional[list[str]],
+        typer.Option(help="v1: a threshold pair per scale above the base (28 px first); repeat it or separate "
+                     'pairs by ";" for several: --thresholds 3,2 --thresholds 4,3. [default: 3,2]',
+                     show_default=False),
+    ] = None,
+    recursive: RecursiveOption = False,
+    workers: Annotated[
+        int, typer.Option("--workers", "-j", min=0, help="Decode processes (0: one per CPU core).")
+    ] = 0,
+    batch_size: Annotated[
+        int, typer.Option(min=0, help="Same-size images scored per call (0: 8 on the CPU, 32 on a GPU).")
+    ] = 0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Keep the rows already in the table (or left by an interrupted run) "
+                           "and add the missing (input, setting) rows.")
+    ] = False,
+    save_masks: Annotated[
+        bool, typer.Option("--save-masks", help="Also store each selection (about 200 bytes per 1 MP image); "
+                           "read it back with apt_viz.read_masks / decode_masks.")
+    ] = False,
+    row_group_size: Annotated[
+        int, typer.Option(min=1, help="Rows per Parquet row group; also how often rows are committed (a kill "
+                          "loses at most the uncommitted ones).")
+    ] = 4096,
+    plot: Annotated[
+        bool, typer.Option("--plot/--no-plot", help="Write a histogram of the LLM tokens saved per setting "
+                           "beside the table (TABLE.savings.png).")
+    ] = True,
+    engine: Annotated[Engine, typer.Option(help="local: this machine; ray: Ray Data (pip install apt-viz[ray]).")] = (
+        Engine.LOCAL
+    ),
+    ray_address: Annotated[
+        Optional[str], typer.Option(help="--engine ray: the cluster to join (e.g. auto, ray://head:10001); "
+                                    "default: a local Ray.", show_default=False)
+    ] = None,
+    imaging: ImageOptions,
+    quiet: QuietOption = False,
+    json_output: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Token statistics of a dataset: one Parquet row per (input, setting).
+
+    Each image is decoded and resized once, scored once, and every setting (each --alpha, or each
+    --thresholds pair) is selected from the same maps. The numbers equal those of
+    apt-viz run --stats-only for the same file and settings. A bad input gets rows with the reason
+    in the error column; the run goes on and exits 1. Ends with per-setting retention and LLM-token
+    percentiles and writes TABLE.savings.png.
+    """
+    started = time.perf_counter()
+    plan = _plan(imaging, patch_selection_method, alpha, thresholds, save_masks, debug)
+    paths = _inputs(inputs, recursive, output, engine)
+    if engine is Engine.RAY:
+        report = _run_ray(plan, paths, output, ray_address, workers, batch_size, resume, started)
+    else:
+        report = _run_local(plan, paths, output, workers, batch_size, resume, row_group_size, quiet or json_output,
+                            started)
+    _report(plan, report, output, engine, plot, quiet, json_output)
+
+
+# --- settings and inputs ----------------------------------------------------------------------------
+
+def _plan(imaging: ImageOptions, method: Method, alpha: str | None, thresholds: Sequence[str] | None,
+          save_masks: bool, debug: bool) -> StatsPlan:
+    """The validated plan; anything that does not fit is a usage error (exit 2)."""
+    from ..stats.settings import StatsPlan, settings_of
+    from ..sweep import parse_alpha_values, parse_threshold_grid
+
+    config = imaging.config()
+    try:
+        alphas = parse_alpha_values(alpha) if alpha is not None else []
+        pairs = [pair for text in thresholds or [] for pair in parse_threshold_grid(text, imaging.num_scales)]
+        settings = settings_of(method, alphas, pairs, imaging.num_scales)
+        return StatsPlan(config, settings, save_masks=save_masks, max_image_pixels=imaging.image_pixel_limit,
+                         debug=debug)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _inputs(inputs: Sequence[str], recursive: bool, output: str, engine: Engine) -> list[str]:
+    from ..stats.inputs import StatsInputError, expand_stats_inputs, is_remote
+
+    try:
+        paths = expand_stats_inputs(inputs, recursive, exclude=None if is_remote(output) else output)
+    except StatsInputError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if not paths:
+        hint = "" if recursive else " (try --recursive)"
+        raise typer.BadParameter(f"no images found in {', '.join(inputs)}{hint}")
+    remote = [path for path in (*paths, output) if is_remote(path)]
+    if remote and engine is not Engine.RAY:
+        raise typer.BadParameter(f"{remote[0]}: remote storage is read and written by --engine ray only")
+    return paths
+
+
+# --- engines ----------------------------------------------------------------------------------------
+
+def _run_local(plan: StatsPlan, paths: list[str], output: str, workers: int, batch_size: int, resume: bool,
+               row_group_size: int, quiet: bool, started: float) -> RunReport:
+    from rich.console import Console
+
+    from ..batch.pool import graceful_stop
+    from ..stats.local import run_local
+    from ..stats.table import StatsTableError
+
+    err = Console(stderr=True, highlight=False)
+    workers = workers or os.cpu_count() or 1
+    batch_size = batch_size or (32 if plan.config.device.startswith("cuda") else 8)
+    try:
+        with graceful_stop() as stop:
+            return run_local(plan, paths, output, workers=workers, batch_size=batch_size, resume=resume,
+                             row_group_size=row_group_size, stop=stop, started=started,
+                             progress=lambda total: _progress(err, total, enabled=not quiet and total > 1))
+    except StatsTableError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    except KeyboardInterrupt:
+        err.print(f"interrupted: committed rows are kept in {output}.partial; rerun with --resume to complete "
+                  "the table", markup=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _run_ray(plan: StatsPlan, paths: list[str], output: str, address: str | None, workers: int, batch_size: int,
+             resume: bool, started: float) -> RunReport:
+    if resume:
+        raise typer.BadParameter("--resume is for the local engine; --engine ray writes the whole table")
+    from ..stats.ray_engine import RayUnavailable, run_ray
+
+    try:
+        return run_ray(plan, paths, output, address=address, cpus=workers or None,
+                       batch_size=batch_size or (32 if plan.config.device.startswith("cuda") else 8), started=started)
+    except RayUnavailable as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+# --- the end ----------------------------------------------------------------------------------------
+
+def _report(plan: StatsPlan, report: RunReport, output: str, engine: Engine, plot: bool, quiet: bool,
+            json_output: bool) -> None:
+    import json
+
+    from rich.console import Console
+
+    from ..stats.summary import summarise, summary_table
+
+    summary = summarise(output, plan.labels)
+    figure_path = _write_plot(summary, output) if plot else None
+    err = Console(stderr=True, highlight=False)
+    if json_output:
+        document = _document(report, summary, output, engine, figure_path)
+        sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    elif not quiet:
+        wide = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
+        out = Console(highlight=False, width=wide)
+        out.print(summary_table(summary))
+        for line in _closing_lines(report, summary, output, figure_path):
+            out.print(line, markup=False, soft_wrap=True)
+    for path, error in summary.failures:
+        err.print(f"failed: {error}" if error.startswith(path) else f"failed: {path}: {error}", markup=False,
+                  soft_wrap=True)
+    if summary.failed_inputs > len(summary.failures):
+        err.print(f"... and {summary.failed_inputs - len(summary.failures)} more failed inputs (see the error "
+                  f"column of {output})", markup=False, soft_wrap=True)
+    if report.interrupted:
+        err.print("interrupted: the table holds what was done; rerun with --resume to add the rest",
+                  markup=False, soft_wrap=True)
+    raise typer.Exit(_exit_code(report))
+
+
+def _exit_code(report: RunReport) -> int:
+    if report.interrupted:
+        return EXIT_INTERRUPTED
+    if report.internal_errors:
+        return EXIT_INTERNAL
+    return EXIT_FAILURES if report.failed else EXIT_OK
+
+
+def _write_plot(summary: TableSummary, output: str) -> str | None:
+    from ..atomic import atomic_open
+    from ..stats.inputs import is_remote
+    from ..stats.summary import plot_path, savings_figure
+
+    figure = savings_figure(summary)
+    if figure is None or is_remote(output):
+        return None
+    path = plot_path(output)
+    with atomic_open(path, "wb") as handle:
+        figure.savefig(handle, format="png")
+    return path
+
+
+def _closing_lines(report: RunReport, summary: TableSummary, output: str, figure_path: str | None) -> list[str]:
+    done = (f"{report.inputs} input(s): {report.processed} processed in {report.seconds:.1f} s "
+            f"({report.images_per_second:.1f} images/s), {report.failed} failed")
+    if report.skipped:
+        done += f", {report.skipped} already in the table (skipped)"
+    lines = [done, f"table: {output} ({summary.rows} rows)"]
+    if figure_path:
+        lines.append(f"plot: {figure_path}")
+    return lines
+
+
+def _document(report: RunReport, summary: TableSummary, output: str, engine: Engine,
+              figure_path: str | None) -> dict[str, Any]:
+    return {
+        "table": output, "engine": str(engine), "plot": figure_path,
+        "inputs": report.inputs, "processed": report.processed, "failed": report.failed,
+        "skipped_existing": report.skipped, "interrupted": report.interrupted,
+        "seconds": report.seconds, "images_per_second": report.images_per_second,
+        "summary": summary.to_dict(),
+    }
+
+
+@contextmanager
+def _progress(console: Any, total: int, enabled: bool = True) -> Iterator[Any]:
+    """A progress bar with images/s and ETA on ``console``; yields ``advance(n)``."""
+    if not enabled:
+        yield lambda _n: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("apt-viz stats"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("stats", total=total, rate="")
+        started = time.perf_counter()
+        count = 0
+
+        def advance(n: int) -> None:
+            nonlocal count
+            count += n
+            rate = count / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, advance=n, rate=f"{rate:.1f} images/s")
+
+        yield advance

@@ -1,0 +1,274 @@
+"""The local ``stats`` engine: a streaming pipeline on one machine.
+
+    inputs --> worker processes --> size groups --> device --> one writer
+               (decode, resize)     (batches)       (score once, select every setting)
+
+- ``workers`` processes decode and resize (the CPU-heavy part); at most ``2 * workers +
+  batch_size`` images are in flight or waiting, so memory does not grow with the dataset.
+- The main process scores each batch of same-size images in one call on the device and selects
+  every setting from the same maps (:class:`~apt_viz.stats.scoring.BatchScorer`).
+- One writer (:class:`~apt_viz.stats.table.StatsTable`) commits row groups as it goes and merges
+  them into the output file at the end.
+- A first Ctrl-C / SIGTERM stops taking new inputs, finishes the images in flight and writes the
+  table of what is done (exit 130); a second one aborts at once, keeping the committed rows.
+  ``--resume`` completes either.
+"""
+from __future__ import annotations
+
+import concurrent.futures as futures
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .decode import Decoded, decode
+from .scoring import BatchScorer, Pending, SizeBatcher, failed_rows
+from .settings import StatsPlan
+from .table import StatsTable
+
+Advance = Callable[[int], None]
+
+
+@dataclass
+class RunReport:
+    """What a run did (the table itself holds the results)."""
+
+    inputs: int  # inputs given
+    processed: int = 0  # inputs handled in this run
+    failed: int = 0  # of those, inputs with an error row (bad input or internal error)
+    internal_errors: int = 0  # failures that are bugs in apt-viz (exit 3)
+    skipped: int = 0  # inputs whose every setting was already in the table (--resume)
+    rows: int = 0  # rows in the table written
+    seconds: float = 0.0  # wall time of the run (start-up included)
+    interrupted: bool = False
+
+    @property
+    def images_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+
+def run_local(
+    plan: StatsPlan,
+    paths: Sequence[str],
+    output: str,
+    *,
+    workers: int = 1,
+    batch_size: int = 8,
+    resume: bool = False,
+    row_group_size: int = 4096,
+    progress: Callable[[int], contextlib.AbstractContextManager[Advance]] | None = None,
+    stop: Any = None,
+    started: float | None = None,
+) -> RunReport:
+    """Compute the rows of every (path, setting) and write them to ``output`` (one Parquet file).
+
+    Args:
+        plan: Image settings, device and selection settings.
+        paths: The inputs (local files).
+        output: The Parquet file.
+        workers: Decode processes.
+        batch_size: Images per scoring call (same-size images only).
+        resume: Add to ``output`` and to an interrupted run's parts instead of starting over.
+        row_group_size: Rows per committed part (the most a kill can lose is about this many).
+        progress: ``progress(total)`` -> context manager yielding ``advance(n)`` (e.g. a progress bar).
+        stop: Truthy once the run should stop taking new inputs (a :class:`~apt_viz.batch.pool.StopFlag`).
+        started: ``time.perf_counter()`` at the start of the command (for images/s; default: now).
+
+    Returns:
+        The :class:`RunReport`.
+
+    Raises:
+        StatsTableError: the output cannot be written as asked (before any work is done).
+    """
+    started = time.perf_counter() if started is None else started
+    report = RunReport(inputs=len(paths))
+    with _decode_pool(workers) as pool, StatsTable(output, plan, resume=resume, row_group_size=row_group_size) as table:
+        done = table.done()
+        todo: list[tuple[str, tuple[int, ...]]] = []
+        for path in paths:
+            needed = tuple(i for i, label in enumerate(plan.labels) if (path, label) not in done)
+            if needed:
+                todo.append((path, needed))
+            else:
+                report.skipped += 1
+        del done
+        progress = progress or _no_progress
+        with progress(len(todo)) as advance, _threads_for(plan, workers):
+            scorer = BatchScorer(plan)
+            try:
+                _pipeline(plan, todo, pool, table, scorer, report, advance, batch_size, stop)
+            except KeyboardInterrupt:  # a second Ctrl-C: the committed parts stay for --resume
+                report.interrupted = True
+                report.seconds = time.perf_counter() - started
+                raise
+            report.internal_errors += scorer.internal_errors
+        report.interrupted = bool(stop) and report.processed < len(todo)
+        report.rows = table.finish()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _pipeline(
+    plan: StatsPlan,
+    todo: Sequence[tuple[str, tuple[int, ...]]],
+    pool: _DecodePool,
+    table: StatsTable,
+    scorer: BatchScorer,
+    report: RunReport,
+    advance: Advance,
+    batch_size: int,
+    stop: Any,
+) -> None:
+    batcher = SizeBatcher(batch_size, max_waiting=4 * batch_size)
+    limit = 2 * pool.workers + batch_size
+
+    def emit(batch: list[Pending]) -> None:
+        rows = scorer(batch)
+        table.add(rows)
+        report.processed += len(batch)
+        report.failed += len({row["path"] for row in rows if row["error"] is not None})
+        advance(len(batch))
+
+    pending = iter(todo)
+    for decoded, needed in pool.imap(pending, plan, lambda: not stop, limit, lambda: len(batcher)):
+        if decoded.pixels is None or decoded.original_hw is None:
+            table.add(failed_rows(decoded, needed, plan))
+            report.processed += 1
+            report.failed += 1
+            report.internal_errors += decoded.internal
+            advance(1)
+            continue
+        for batch in batcher.add(Pending(decoded.path, decoded.original_hw, decoded.pixels, needed)):
+            emit(batch)
+    for batch in batcher.drain():
+        emit(batch)
+
+
+class _DecodePool:
+    """Worker processes that decode and resize, with a bounded number of inputs in flight."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self._executor = self._start()
+
+    def _start(self) -> futures.ProcessPoolExecutor:
+        from .. import analysis  # noqa: F401 - torch and Pillow imported once here, inherited by the forks
+
+        # fork: workers start in milliseconds with everything imported. They are started now, before
+        # the main process opens the table (pyarrow threads) or a CUDA context.
+        executor = futures.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
+                                               initializer=_worker_init)
+        executor.submit(int).result()
+        return executor
+
+    def imap(
+        self,
+        items: Iterator[tuple[str, tuple[int, ...]]],
+        plan: StatsPlan,
+        go_on: Callable[[], bool],
+        limit: int,
+        waiting: Callable[[], int],
+    ) -> Iterator[tuple[Decoded, tuple[int, ...]]]:
+        """Decoded inputs as they complete; new ones are submitted while ``go_on()`` and fewer than
+        ``limit`` are in flight or ``waiting()`` downstream."""
+        in_flight: dict[futures.Future[Decoded], tuple[str, tuple[int, ...]]] = {}
+        exhausted = False
+        while True:
+            while not exhausted and go_on() and len(in_flight) + waiting() < limit:
+                item = next(items, None)
+                if item is None:
+                    exhausted = True
+                    break
+                future = self._executor.submit(decode, item[0], plan.config, plan.max_image_pixels, None, plan.debug)
+                in_flight[future] = item
+            if not in_flight:
+                return
+            ready, _ = futures.wait(in_flight, timeout=0.2, return_when=futures.FIRST_COMPLETED)
+            broken = False
+            for future in ready:
+                path, needed = in_flight.pop(future)
+                error = future.exception()
+                if error is None:
+                    yield future.result(), needed
+                    continue
+                broken = broken or isinstance(error, futures.process.BrokenProcessPool)
+                yield _worker_failure(path, error), needed
+            if broken:  # a worker died (a decoder crash, or killed): its pool's inputs fail, a new pool goes on
+                for future, (path, needed) in in_flight.items():
+                    yield _worker_failure(path, future.exception() if future.done() else None), needed
+                in_flight.clear()
+                self._restart()
+
+    def _restart(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = self._start()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_failure(path: str, error: BaseException | None) -> Decoded:
+    reason = "the worker process decoding it died" if error is None or isinstance(
+        error, futures.process.BrokenProcessPool) else f"{type(error).__name__}: {error}"
+    return Decoded(path, error=f"{path}: internal error: {reason}", internal=True)
+
+
+@contextlib.contextmanager
+def _decode_pool(workers: int) -> Iterator[_DecodePool]:
+    pool = _DecodePool(workers)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def _worker_init() -> None:
+    """Workers leave stopping to the main process (SIGINT/SIGTERM ignored), die with it (even when it
+    is SIGKILLed), and use one torch thread each: the pool is the parallelism."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent()
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _die_with_parent() -> None:
+    """Linux: ask the kernel to SIGKILL this process when its parent dies (no orphaned workers)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+@contextlib.contextmanager
+def _threads_for(plan: StatsPlan, workers: int) -> Iterator[None]:
+    """On the CPU, the main process scores with the cores the decode workers leave free (at least one):
+    more threads than free cores only spin against the workers."""
+    import torch
+
+    if plan.config.device != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def _no_progress(_total: int) -> Iterator[Advance]:
+    yield lambda _n: None

@@ -1,0 +1,119 @@
+"""The rows of a ``stats`` table: one per (input, setting), flattened from the ``stats.json`` record.
+
+Every number is read from :func:`apt_viz.report.records.stats_record` of the image's analysis, so
+a row holds exactly what ``apt-viz run --stats-only`` writes for the same file and settings.
+A failed input gets one row per setting with the reason in ``error`` and nulls for the numbers.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .settings import Setting, StatsPlan
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+    from ..report.records import StatsRecord
+
+Row = dict[str, Any]
+
+# Column -> (arrow type name, meaning). tokens_<size> columns follow base_tokens, one per scale.
+COLUMNS: dict[str, tuple[str, str]] = {
+    "path": ("string", "the input as given (a folder's files: folder/relative path)"),
+    "setting": ("string", "the selection setting, e.g. 'budget alpha=0.3' or 'v1 thresholds=3,2'"),
+    "error": ("string", "why the input failed (null when fine); the numbers are null then"),
+    "width": ("int32", "original width (EXIF orientation applied)"),
+    "height": ("int32", "original height"),
+    "resized_width": ("int32", "width after smart_resize: what Qwen2-VL sees"),
+    "resized_height": ("int32", "height after smart_resize"),
+    "scorer": ("string", "importance scorer"),
+    "backend": ("string", "resize backend"),
+    "method": ("string", "v1, v2 or budget"),
+    "alpha": ("float64", "v2 / budget alpha (null for v1)"),
+    "thresholds": ("list<float64>", "v1: the thresholds; v2: the effective per-image ones (28 px first)"),
+    "base_tokens": ("int32", "N: base patches without APT"),
+    "tokens": ("int32", "vision-encoder patches after APT"),
+    "retention": ("float64", "tokens / N"),
+    "target_retention": ("float64", "budget: round(alpha * N) / N (null otherwise)"),
+    "llm_tokens": ("int32", "Qwen2-VL LLM tokens after the 2x2 merger"),
+    "baseline_llm_tokens": ("int32", "N / 4: LLM tokens without APT"),
+    "llm_retention": ("float64", "llm_tokens / baseline_llm_tokens"),
+    "budget": ("int32", "budget: the target round(alpha * N) (null otherwise)"),
+    "clamped": ("bool", "budget: the target was below the forced minimum (null otherwise)"),
+}
+MASKS_COLUMN = ("binary", "--save-masks: the selection, encoded (apt_viz.decode_masks)")
+
+
+def column_names(patch_sizes: Sequence[int], save_masks: bool = False) -> list[str]:
+    """Every column of a table for these patch sizes, in order."""
+    names = list(COLUMNS)
+    at = names.index("base_tokens") + 1
+    names[at:at] = [f"tokens_{size}" for size in patch_sizes]
+    return [*names, "masks"] if save_masks else names
+
+
+def arrow_schema(plan: StatsPlan, metadata: dict[str, str] | None = None) -> pa.Schema:
+    """The Arrow schema of ``plan``'s table (with ``metadata`` as schema key-value metadata)."""
+    import pyarrow as pa
+
+    types = {"string": pa.string(), "int32": pa.int32(), "float64": pa.float64(), "bool": pa.bool_(),
+             "binary": pa.binary(), "list<float64>": pa.list_(pa.field("element", pa.float64()))}  # Parquet's name
+    kinds = {name: kind for name, (kind, _) in COLUMNS.items()}
+    kinds.update({f"tokens_{size}": "int32" for size in plan.patch_sizes})
+    kinds["masks"] = MASKS_COLUMN[0]
+    fields = [pa.field(name, types[kinds[name]]) for name in column_names(plan.patch_sizes, plan.save_masks)]
+    return pa.schema(fields, metadata=metadata)
+
+
+def record_row(record: StatsRecord, setting: Setting, masks: bytes | None = None) -> Row:
+    """The row of one image under one setting, read from its ``stats.json`` record."""
+    qwen = record["qwen2vl"]
+    info = record["budget_info"]
+    row: Row = {
+        "path": record["input"],
+        "setting": setting.label,
+        "error": None,
+        "width": record["original_size"]["width"],
+        "height": record["original_size"]["height"],
+        "resized_width": record["resized_size"]["width"],
+        "resized_height": record["resized_size"]["height"],
+        "scorer": record["scorer"],
+        "backend": record["backend"],
+        "method": record["method"],
+        "alpha": record["alpha"],
+        "thresholds": record["thresholds"],
+        "base_tokens": record["base_tokens"],
+    }
+    row.update({f"tokens_{size}": count for size, count in record["tokens_per_scale"].items()})
+    row.update({
+        "tokens": record["tokens"],
+        "retention": record["retention"],
+        "target_retention": record["target_retention"],
+        "llm_tokens": qwen["llm_tokens"],
+        "baseline_llm_tokens": qwen["baseline_llm_tokens"],
+        "llm_retention": qwen["llm_ratio"],
+        "budget": None if info is None else info["budget"],
+        "clamped": None if info is None else info["clamped"],
+    })
+    if masks is not None:
+        row["masks"] = masks
+    return row
+
+
+def error_row(path: str, error: str, setting: Setting, plan: StatsPlan,
+              original_hw: tuple[int, int] | None = None) -> Row:
+    """The row of an input that failed: what is known (setting, original size) and the reason."""
+    config = plan.config
+    return {
+        "path": path,
+        "setting": setting.label,
+        "error": error,
+        "width": None if original_hw is None else original_hw[1],
+        "height": None if original_hw is None else original_hw[0],
+        "scorer": str(config.scorer),
+        "backend": str(config.backend),
+        "method": str(setting.method),
+        "alpha": setting.alpha,
+        "thresholds": list(setting.thresholds) if setting.thresholds is not None else None,
+    }
