@@ -53,6 +53,9 @@ _EXPORTS = {
     "analyze_image": "analysis",
     "ImageAnalysis": "analysis",
     "stats_record": "report.records",
+    # dataset statistics (apt-viz stats): the saved selections of a --save-masks table
+    "read_masks": "stats.masks",
+    "decode_masks": "stats.masks",
 }
 
 __all__ = ["__version__", *_EXPORTS]  # noqa: PLE0604 - the names of _EXPORTS

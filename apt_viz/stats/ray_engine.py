@@ -18,6 +18,7 @@ a run starts.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import time
@@ -111,7 +112,8 @@ def _dataset(ray: Any, plan: StatsPlan, paths: Sequence[str], batch_size: int) -
     actors = max(1, int(resources.get("GPU", 1))) if on_gpu else max(1, int(resources.get("CPU", 2)) // 2)
     return decoded.map_batches(
         ScoreStage, fn_constructor_kwargs={"plan": plan, "batch_size": batch_size}, batch_size=batch_size * 4,
-        batch_format="numpy", concurrency=(1, actors), num_gpus=1 if on_gpu else 0, num_cpus=0 if on_gpu else 1,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+        num_gpus=1 if on_gpu else 0, num_cpus=0 if on_gpu else 1,
     )
 
 
@@ -193,6 +195,8 @@ def _ray_session(ray: Any, address: str | None, cpus: int | None) -> Iterator[No
                  log_to_driver=False, logging_level="ERROR", configure_logging=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RayUnavailable(f"cannot start or join Ray{f' at {address}' if address else ''}: {exc}") from None
+    for name in ("ray", "ray.data"):  # Ray's INFO lines would drown the summary; its errors still show
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         yield
     finally:
