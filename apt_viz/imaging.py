@@ -146,11 +146,12 @@ def _resize_like_torchvision(image: Image.Image, height: int, width: int) -> Ima
     import torch
     import torch.nn.functional as F
 
-    # h w c -> 1 c h w, contiguous as transformers' process_image leaves it
-    pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()[None]
+    # h w c -> 1 c h w as a view: the uint8 antialias kernel gives the same bytes for this layout as for
+    # the planar copy transformers' process_image makes (a test pins it), without making that copy
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None]
     resized = F.interpolate(pixels, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
-    # 1 c h w -> h w c
-    return Image.fromarray(resized[0].permute(1, 2, 0).numpy())
+    # 1 c h w -> h w c, made contiguous by torch (Pillow's own copy of a strided array is slower)
+    return Image.fromarray(resized[0].permute(1, 2, 0).contiguous().numpy())
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:

@@ -231,6 +231,13 @@ def test_resume_adds_only_missing_settings_and_refuses_other_image_settings(phot
     assert other.exit_code == 2 and "scorer entropy (now laplacian)" in " ".join(other.output.split())
 
 
+def test_without_resume_the_table_is_replaced(photo_folder, tmp_path):
+    table = tmp_path / "stats.parquet"
+    assert stats(photo_folder, "-o", table, "-m", "v2", "--device", "cpu").exit_code == 0
+    assert stats(photo_folder / "coffee.jpg", "-o", table, "-m", "budget", "--alpha", "0.5", "--device", "cpu").exit_code == 0
+    assert [(Path(row["path"]).name, row["setting"]) for row in read_rows(table)] == [("coffee.jpg", "budget alpha=0.5")]
+
+
 def test_an_interrupted_runs_parts_need_resume(photo_folder, tmp_path):
     table = tmp_path / "stats.parquet"
     one = tmp_path / "one.parquet"  # coffee.jpg alone: a valid committed part of the same image settings

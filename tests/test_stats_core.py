@@ -180,3 +180,19 @@ def test_budget_info_is_unchanged_by_the_host_side_geometry():
     assert info[0].base_tokens == rows * cols
     assert info[0].actual_tokens == int(sum(m.sum() for m in masks.values()))
     assert info[0].min_tokens < info[0].actual_tokens <= info[0].budget
+
+
+# --- the resize of the torchvision backend ---------------------------------------------------------------
+
+@pytest.mark.parametrize("source, target", [((816, 1224), (812, 1232)), ((300, 451), (308, 448)),
+                                            ((17, 3000), (28, 2968)), ((1000, 999), (1400, 1400)), ((56, 56), (1, 5))])
+def test_uint8_antialias_resize_gives_the_same_bytes_for_either_layout(source, target):
+    """imaging resizes the HWC view instead of the planar copy transformers makes; the bytes must not change."""
+    import torch.nn.functional as F
+
+    hwc = torch.randint(0, 256, (*source, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    planar = F.interpolate(hwc.permute(2, 0, 1).contiguous()[None], size=target, mode="bicubic",  # h w c -> 1 c h w
+                           align_corners=False, antialias=True)
+    view = F.interpolate(hwc.permute(2, 0, 1)[None], size=target, mode="bicubic",  # h w c -> 1 c h w (a view)
+                         align_corners=False, antialias=True)
+    assert torch.equal(planar, view)

@@ -108,6 +108,8 @@ def run_local(
                 raise
             report.internal_errors += scorer.internal_errors
         report.interrupted = bool(stop) and report.processed < len(todo)
+        if report.processed != len(todo) and not report.interrupted:
+            raise RuntimeError(f"the pipeline handled {report.processed} of {len(todo)} inputs")
         report.rows = table.finish()
     report.seconds = time.perf_counter() - started
     return report
@@ -124,8 +126,8 @@ def _pipeline(
     batch_size: int,
     stop: Any,
 ) -> None:
+    # Memory is bounded by what is in flight (2 per worker) plus what waits for its batch (4 batches).
     batcher = SizeBatcher(batch_size, max_waiting=4 * batch_size)
-    limit = 2 * pool.workers + batch_size
 
     def emit(batch: list[Pending]) -> None:
         rows = scorer(batch)
@@ -135,7 +137,7 @@ def _pipeline(
         advance(len(batch))
 
     pending = iter(todo)
-    for decoded, needed in pool.imap(pending, plan, lambda: not stop, limit, lambda: len(batcher)):
+    for decoded, needed in pool.imap(pending, plan, lambda: not stop, 2 * pool.workers):
         if decoded.pixels is None or decoded.original_hw is None:
             table.add(failed_rows(decoded, needed, plan))
             report.processed += 1
@@ -172,14 +174,13 @@ class _DecodePool:
         plan: StatsPlan,
         go_on: Callable[[], bool],
         limit: int,
-        waiting: Callable[[], int],
     ) -> Iterator[tuple[Decoded, tuple[int, ...]]]:
-        """Decoded inputs as they complete; new ones are submitted while ``go_on()`` and fewer than
-        ``limit`` are in flight or ``waiting()`` downstream."""
+        """Decoded inputs as they complete; new ones are submitted while ``go_on()``, at most ``limit``
+        in flight. Ends when every item is done, or when ``go_on()`` turned false and those in flight are."""
         in_flight: dict[futures.Future[Decoded], tuple[str, tuple[int, ...]]] = {}
         exhausted = False
         while True:
-            while not exhausted and go_on() and len(in_flight) + waiting() < limit:
+            while not exhausted and go_on() and len(in_flight) < limit:
                 item = next(items, None)
                 if item is None:
                     exhausted = True

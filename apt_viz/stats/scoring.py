@@ -90,18 +90,27 @@ class BatchScorer:
         self.plan = plan
         self.device = torch.device(plan.config.device)
         self.internal_errors = 0  # batches that failed with an unexpected error (a bug: exit 3)
+        self._staging = torch.empty(0, dtype=torch.uint8)  # reused batch buffer (CPU)
 
     def pixels(self, batch: Sequence[Pending]) -> torch.Tensor:
-        """(B, 3, H, W) float32 in [0, 255] on the device, contiguous as :func:`apt_viz.imaging.pil_to_tensor`
-        makes one image (a layout can change the last bit of a scorer's float arithmetic)."""
-        import numpy as np
+        """(B, 3, H, W) uint8 on the device, contiguous as :func:`apt_viz.imaging.pil_to_tensor` lays out
+        one image (a layout can change the last bit of a scorer's float arithmetic).
+
+        Every scorer converts to float32 itself, exactly (uint8 values are integers), so the batch
+        stays a quarter of the size of a float batch. On the CPU it is written into a buffer kept
+        from batch to batch: fresh memory costs a page fault per 4 KiB.
+        """
         import torch
 
-        stacked = torch.from_numpy(np.stack([item.pixels for item in batch]))  # b h w c, uint8
-        if self.device.type == "cuda":
-            stacked = stacked.pin_memory().to(self.device, non_blocking=True)
-        # b h w c -> b c h w: the copy to the planar layout is made on uint8 (a quarter of the bytes)
-        return stacked.permute(0, 3, 1, 2).contiguous().float()
+        images = [torch.from_numpy(item.pixels).permute(2, 0, 1) for item in batch]  # h w c -> c h w (views)
+        shape = (len(batch), *images[0].shape)
+        if self.device.type == "cuda":  # page-locked (from torch's cache), so the copy overlaps the host's work
+            pinned = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+            return torch.stack(images, out=pinned).to(self.device, non_blocking=True)
+        numel = shape[0] * shape[1] * shape[2] * shape[3]
+        if self._staging.numel() < numel:
+            self._staging = torch.empty(numel, dtype=torch.uint8)
+        return torch.stack(images, out=self._staging[:numel].view(shape))
 
     def __call__(self, batch: Sequence[Pending]) -> list[Row]:
         """Score the batch once, select every setting an image needs, and return its rows.

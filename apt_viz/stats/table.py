@@ -146,8 +146,8 @@ class StatsTable:
                       if name.startswith(PART_PREFIX) and name.endswith(".parquet"))
 
     def _sources(self) -> list[str]:
-        """OUT (when it exists) and the committed parts: the files a merge reads, oldest first."""
-        existing = [self.output] if os.path.isfile(self.output) else []
+        """The files a merge reads, oldest first: OUT (when resuming and it exists), then the committed parts."""
+        existing = [self.output] if self.resumed and os.path.isfile(self.output) else []
         return existing + [os.path.join(self.partial, name) for name in self._parts()]
 
     def _scan_existing(self) -> None:
