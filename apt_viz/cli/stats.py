@@ -83,7 +83,8 @@ def stats_command(
     ] = None,
     recursive: RecursiveOption = False,
     workers: Annotated[
-        int, typer.Option("--workers", "-j", min=0, help="Decode processes (0: one per CPU core).")
+        int, typer.Option("--workers", "-j", min=0, help="Decode processes (0: one per CPU core); --engine ray: "
+                          "the CPUs of a local Ray (0: all).")
     ] = 0,
     batch_size: Annotated[
         int, typer.Option(min=0, help="Same-size images scored per call (0: 8 on the CPU, 32 on a GPU).")

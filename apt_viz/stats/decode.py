@@ -25,6 +25,8 @@ class Decoded:
     pixels: np.ndarray | None = None  # (H, W, 3) uint8, resized
     error: str | None = None  # one line
     internal: bool = False  # the error is a bug in apt-viz, not a bad input
+    slot: int | None = None  # local engine: the shared-memory slot holding the pixels ...
+    shape: tuple[int, ...] | None = None  # ... and their shape (then ``pixels`` is None)
 
 
 def decode(path: str, config: APTConfig, max_image_pixels: int | None = None, data: bytes | None = None,

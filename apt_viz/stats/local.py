@@ -3,8 +3,10 @@
     inputs --> worker processes --> size groups --> device --> one writer
                (decode, resize)     (batches)       (score once, select every setting)
 
-- ``workers`` processes decode and resize (the CPU-heavy part); at most ``2 * workers +
-  batch_size`` images are in flight or waiting, so memory does not grow with the dataset.
+- ``workers`` processes decode and resize (the CPU-heavy part) and write the pixels into slots of
+  a shared memory block (:class:`PixelSlots`): the main process reads them in place instead of
+  receiving 3 MB per image through a pipe. The slots are the memory budget: an input is started
+  only when a slot is free, so memory does not grow with the dataset.
 - The main process scores each batch of same-size images in one call on the device and selects
   every setting from the same maps (:class:`~apt_viz.stats.scoring.BatchScorer`).
 - One writer (:class:`~apt_viz.stats.table.StatsTable`) commits row groups as it goes and merges
@@ -17,19 +19,24 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import contextlib
+import math
+import mmap
 import multiprocessing
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .decode import Decoded, decode
 from .scoring import BatchScorer, Pending, SizeBatcher, failed_rows
 from .settings import StatsPlan
 from .table import StatsTable
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
 
 Advance = Callable[[int], None]
 
@@ -87,7 +94,10 @@ def run_local(
     """
     started = time.perf_counter() if started is None else started
     report = RunReport(inputs=len(paths))
-    with _decode_pool(workers) as pool, StatsTable(output, plan, resume=resume, row_group_size=row_group_size) as table:
+    workers = max(1, workers)
+    slots = PixelSlots(2 * workers + 3 * batch_size, 3 * plan.config.max_pixels)
+    with _decode_pool(workers, slots) as pool, StatsTable(output, plan, resume=resume,
+                                                         row_group_size=row_group_size) as table:
         done = table.done()
         todo: list[tuple[str, tuple[int, ...]]] = []
         for path in paths:
@@ -126,43 +136,106 @@ def _pipeline(
     batch_size: int,
     stop: Any,
 ) -> None:
-    # Memory is bounded by what is in flight (2 per worker) plus what waits for its batch (4 batches).
-    batcher = SizeBatcher(batch_size, max_waiting=4 * batch_size)
+    # At most 2 * batch_size images wait for their batch, and 2 per worker are in flight: together
+    # fewer than the slots, so an input can always be started.
+    batcher = SizeBatcher(batch_size, max_waiting=2 * batch_size)
 
     def emit(batch: list[Pending]) -> None:
         rows = scorer(batch)
+        pool.slots.release(item.slot for item in batch)
         table.add(rows)
         report.processed += len(batch)
         report.failed += len({row["path"] for row in rows if row["error"] is not None})
         advance(len(batch))
 
-    pending = iter(todo)
-    for decoded, needed in pool.imap(pending, plan, lambda: not stop, 2 * pool.workers):
-        if decoded.pixels is None or decoded.original_hw is None:
+    for decoded, needed in pool.imap(iter(todo), plan, lambda: not stop, 2 * pool.workers):
+        pixels = pool.slots.pixels(decoded)
+        if pixels is None or decoded.original_hw is None:
+            pool.slots.release([decoded.slot])
             table.add(failed_rows(decoded, needed, plan))
             report.processed += 1
             report.failed += 1
             report.internal_errors += decoded.internal
             advance(1)
             continue
-        for batch in batcher.add(Pending(decoded.path, decoded.original_hw, decoded.pixels, needed)):
+        for batch in batcher.add(Pending(decoded.path, decoded.original_hw, pixels, needed, decoded.slot)):
             emit(batch)
     for batch in batcher.drain():
         emit(batch)
 
 
-class _DecodePool:
-    """Worker processes that decode and resize, with a bounded number of inputs in flight."""
+class PixelSlots:
+    """Fixed-size slots of anonymous shared memory for the decoded pixels.
 
-    def __init__(self, workers: int) -> None:
+    The block is mapped before the workers are forked, so they inherit it (no name in /dev/shm that
+    a killed run could leave behind; the kernel frees it with the last process). A worker writes an
+    image into the slot it was given; the main process reads it there and releases the slot once
+    the image is scored. An image larger than a slot (``--no-resize``) travels through the pipe.
+
+    Args:
+        count: Number of slots.
+        slot_bytes: Bytes per slot (3 per pixel).
+    """
+
+    def __init__(self, count: int, slot_bytes: int) -> None:
+        self.count = count
+        self.slot_bytes = slot_bytes
+        self.buffer = mmap.mmap(-1, count * slot_bytes)
+        self._free = list(range(count - 1, -1, -1))
+
+    def take(self) -> int | None:
+        """A free slot, or None when all are in use."""
+        return self._free.pop() if self._free else None
+
+    def release(self, slots: Iterable[int | None]) -> None:
+        self._free.extend(slot for slot in slots if slot is not None)
+
+    def view(self, slot: int, shape: tuple[int, ...]) -> np.ndarray:
+        """The uint8 array of ``shape`` in ``slot`` (no copy)."""
+        import numpy as np
+
+        return np.frombuffer(self.buffer, dtype=np.uint8, count=math.prod(shape),
+                             offset=slot * self.slot_bytes).reshape(shape)
+
+    def put(self, decoded: Decoded, slot: int) -> Decoded:
+        """In a worker: move ``decoded``'s pixels into ``slot`` when they fit."""
+        if decoded.pixels is not None and decoded.pixels.nbytes <= self.slot_bytes:
+            self.view(slot, decoded.pixels.shape)[...] = decoded.pixels
+            decoded.shape, decoded.pixels = decoded.pixels.shape, None
+        decoded.slot = slot
+        return decoded
+
+    def pixels(self, decoded: Decoded) -> np.ndarray | None:
+        """In the main process: the pixels of ``decoded``, in its slot or sent along."""
+        if decoded.pixels is not None or decoded.shape is None or decoded.slot is None:
+            return decoded.pixels
+        return self.view(decoded.slot, decoded.shape)
+
+
+_SLOTS: PixelSlots | None = None  # set in the main process before the workers fork; inherited by them
+
+
+def _decode_into_slot(path: str, slot: int, plan: StatsPlan) -> Decoded:
+    """The worker task: decode and resize ``path``, pixels into ``slot``."""
+    decoded = decode(path, plan.config, plan.max_image_pixels, None, plan.debug)
+    return _SLOTS.put(decoded, slot) if _SLOTS is not None else decoded
+
+
+class _DecodePool:
+    """Worker processes that decode and resize into :class:`PixelSlots`, a bounded number in flight."""
+
+    def __init__(self, workers: int, slots: PixelSlots) -> None:
         self.workers = max(1, workers)
+        self.slots = slots
         self._executor = self._start()
 
     def _start(self) -> futures.ProcessPoolExecutor:
+        global _SLOTS
         from .. import analysis  # noqa: F401 - torch and Pillow imported once here, inherited by the forks
 
-        # fork: workers start in milliseconds with everything imported. They are started now, before
-        # the main process opens the table (pyarrow threads) or a CUDA context.
+        # fork: workers start in milliseconds with everything imported, and inherit the slots. They
+        # are started now, before the main process opens the table (pyarrow threads) or a CUDA context.
+        _SLOTS = self.slots
         executor = futures.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
                                                initializer=_worker_init)
         executor.submit(int).result()
@@ -176,32 +249,36 @@ class _DecodePool:
         limit: int,
     ) -> Iterator[tuple[Decoded, tuple[int, ...]]]:
         """Decoded inputs as they complete; new ones are submitted while ``go_on()``, at most ``limit``
-        in flight. Ends when every item is done, or when ``go_on()`` turned false and those in flight are."""
-        in_flight: dict[futures.Future[Decoded], tuple[str, tuple[int, ...]]] = {}
+        in flight and each with a free slot. Ends when every item is done, or when ``go_on()`` turned
+        false and those in flight are."""
+        in_flight: dict[futures.Future[Decoded], tuple[str, int, tuple[int, ...]]] = {}
         exhausted = False
         while True:
             while not exhausted and go_on() and len(in_flight) < limit:
+                slot = self.slots.take()
+                if slot is None:
+                    break
                 item = next(items, None)
                 if item is None:
+                    self.slots.release([slot])
                     exhausted = True
                     break
-                future = self._executor.submit(decode, item[0], plan.config, plan.max_image_pixels, None, plan.debug)
-                in_flight[future] = item
+                in_flight[self._executor.submit(_decode_into_slot, item[0], slot, plan)] = (item[0], slot, item[1])
             if not in_flight:
                 return
             ready, _ = futures.wait(in_flight, timeout=0.2, return_when=futures.FIRST_COMPLETED)
             broken = False
             for future in ready:
-                path, needed = in_flight.pop(future)
+                path, slot, needed = in_flight.pop(future)
                 error = future.exception()
                 if error is None:
                     yield future.result(), needed
                     continue
                 broken = broken or isinstance(error, futures.process.BrokenProcessPool)
-                yield _worker_failure(path, error), needed
+                yield _worker_failure(path, slot, error), needed
             if broken:  # a worker died (a decoder crash, or killed): its pool's inputs fail, a new pool goes on
-                for future, (path, needed) in in_flight.items():
-                    yield _worker_failure(path, future.exception() if future.done() else None), needed
+                for future, (path, slot, needed) in in_flight.items():
+                    yield _worker_failure(path, slot, future.exception() if future.done() else None), needed
                 in_flight.clear()
                 self._restart()
 
@@ -213,15 +290,15 @@ class _DecodePool:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _worker_failure(path: str, error: BaseException | None) -> Decoded:
+def _worker_failure(path: str, slot: int, error: BaseException | None) -> Decoded:
     reason = "the worker process decoding it died" if error is None or isinstance(
         error, futures.process.BrokenProcessPool) else f"{type(error).__name__}: {error}"
-    return Decoded(path, error=f"{path}: internal error: {reason}", internal=True)
+    return Decoded(path, error=f"{path}: internal error: {reason}", internal=True, slot=slot)
 
 
 @contextlib.contextmanager
-def _decode_pool(workers: int) -> Iterator[_DecodePool]:
-    pool = _DecodePool(workers)
+def _decode_pool(workers: int, slots: PixelSlots) -> Iterator[_DecodePool]:
+    pool = _DecodePool(workers, slots)
     try:
         yield pool
     finally:

@@ -31,6 +31,7 @@ class Pending:
     original_hw: tuple[int, int]
     pixels: np.ndarray  # (H, W, 3) uint8, resized
     settings: tuple[int, ...]
+    slot: int | None = None  # local engine: the shared-memory slot the pixels are in
 
     @property
     def resized_hw(self) -> tuple[int, int]:

@@ -1,0 +1,169 @@
+"""Benchmark of ``apt-viz stats``: throughput against ``run --stats-only``, and memory against dataset size.
+
+    python benchmarks/bench_stats.py                    # both parts on the CPU (about 5 minutes on 2 cores)
+    python benchmarks/bench_stats.py --skip-memory      # throughput only
+    python benchmarks/bench_stats.py --device cuda      # the GPU figures (exits 0 when there is no GPU)
+
+1. Throughput: ``apt-viz stats DIR -o T.parquet --workers W`` and ``apt-viz run DIR --stats-only
+   --workers W`` on the same ``--images`` photos of about 1 MP, each one command in a fresh
+   interpreter, timed from start to exit (start-up included). Target: stats >= 1.5x run.
+2. Memory: peak RSS of ``stats`` on 1,000 and on 10,000 images (smaller photos, so that it takes
+   minutes; memory is about how many images, not their size): the main process and the largest
+   worker. Target: at most 200 MB apart.
+3. ``--device cuda``: ``stats --device cuda`` and ``--device cpu`` on >= 1,000 photos of about 1 MP
+   (target >= 400 images/s on the GPU), the card and core count, and the entropy and selection
+   times of a batch of 8 (``bench_core.py``).
+
+Photos are made from ``test_img/*.jpg`` (rotated, cropped, resized; four common sizes) in a
+temporary folder that is deleted afterwards.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+COMMAND = [sys.executable, "-m", "apt_viz"]
+PHOTO_SIZES = ((1224, 816), (816, 1224), (1008, 1008), (1280, 720))  # (width, height), about 1 MP
+SMALL_SIZES = ((320, 240), (240, 320), (288, 288))
+MB = 1024 * 1024
+
+# Runs the CLI in-process and reports the peak RSS of this process and of its largest child (a worker).
+RSS_DRIVER = """
+import json, resource, sys
+from apt_viz.cli import main
+try:
+    main(sys.argv[2:])
+except SystemExit as exit:
+    code = exit.code
+finally:
+    with open(sys.argv[1], "w") as report:
+        json.dump({"main_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                   "worker_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}, report)
+sys.exit(code)
+"""
+
+
+def make_photos(folder: Path, count: int, sizes: tuple[tuple[int, int], ...], quality: int = 90) -> Path:
+    """``count`` distinct JPEGs from the test photos: rotated by a few degrees, cropped, resized."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = [Image.open(path).convert("RGB") for path in sorted((REPO / "test_img").glob("*.jpg"))]
+    for index in range(count):
+        source = sources[index % len(sources)]
+        turned = source.rotate((index * 7) % 360, resample=Image.Resampling.BILINEAR)
+        margin = (index % 5) * 4
+        cropped = turned.crop((margin, margin, turned.width - margin, turned.height - margin))
+        cropped.resize(sizes[index % len(sizes)], Image.Resampling.BILINEAR).save(
+            folder / f"img{index:05d}.jpg", quality=quality)
+    return folder
+
+
+def timed(args: list[str]) -> float:
+    """Wall time of ``apt-viz args`` in a fresh interpreter (fails loudly on an unexpected exit code)."""
+    start = time.perf_counter()
+    done = subprocess.run([*COMMAND, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    if done.returncode != 0:
+        raise SystemExit(f"apt-viz {' '.join(args[:2])} ... failed ({done.returncode}): {done.stderr.strip()[-400:]}")
+    return time.perf_counter() - start
+
+
+def peak_rss(args: list[str], report: Path) -> tuple[float, float]:
+    """(main, largest worker) peak RSS in MB of ``apt-viz args``."""
+    done = subprocess.run([sys.executable, "-c", RSS_DRIVER, str(report), *args], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    if done.returncode != 0:
+        raise SystemExit(f"apt-viz stats failed ({done.returncode}): {done.stderr.strip()[-400:]}")
+    figures = json.loads(report.read_text())
+    return figures["main_kb"] / 1024, figures["worker_kb"] / 1024
+
+
+def throughput(root: Path, images: int, workers: int) -> None:
+    folder = make_photos(root / "photos", images, PHOTO_SIZES)
+    common = ["--device", "cpu", "-q", "--workers", str(workers)]
+    run_s = timed(["run", str(folder), "--stats-only", "-o", str(root / "run_out"), *common])
+    stats_s = timed(["stats", str(folder), "-o", str(root / "stats.parquet"), "--no-plot", *common])
+    ratio = run_s / stats_s
+    print(f"{images} photos of ~1 MP, --workers {workers}, start-up included:")
+    print(f"  apt-viz run --stats-only  {images / run_s:7.1f} images/s  ({run_s:.1f} s)")
+    print(f"  apt-viz stats             {images / stats_s:7.1f} images/s  ({stats_s:.1f} s)")
+    print(f"  stats / run               {ratio:7.2f}x  {'meets' if ratio >= 1.5 else 'MISSES'} target (>= 1.5x)")
+
+
+def memory(root: Path, counts: list[int], workers: int) -> None:
+    folder = make_photos(root / "small", max(counts), SMALL_SIZES, quality=85)
+    names = sorted(path.name for path in folder.iterdir())
+    peaks = {}
+    for count in counts:
+        listing = root / f"list_{count}.txt"
+        listing.write_text("".join(f"{folder / name}\n" for name in names[:count]))
+        start = time.perf_counter()
+        peaks[count] = peak_rss(["stats", f"@{listing}", "-o", str(root / f"mem_{count}.parquet"), "--device", "cpu",
+                                 "-q", "--no-plot", "--workers", str(workers), "-m", "budget", "--alpha", "0.3,0.5"],
+                                root / f"rss_{count}.json")
+        print(f"  {count:>6} images: main {peaks[count][0]:7.1f} MB, largest worker {peaks[count][1]:7.1f} MB "
+              f"({time.perf_counter() - start:.0f} s)")
+    low, high = min(counts), max(counts)
+    growth = peaks[high][0] - peaks[low][0]
+    print(f"  main process grows by {growth:.1f} MB from {low} to {high} images: "
+          f"{'meets' if growth <= 200 else 'MISSES'} target (<= 200 MB)")
+
+
+def gpu(root: Path, images: int) -> int:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("bench_stats: --device cuda asked for, but no CUDA device is available here; nothing to measure.")
+        return 0
+    cores = os.cpu_count() or 1
+    print(f"GPU: {torch.cuda.get_device_name(0)}; {cores} CPU cores; torch {torch.__version__}")
+    folder = make_photos(root / "photos", images, PHOTO_SIZES)
+    for device in ("cuda", "cpu"):
+        seconds = timed(["stats", str(folder), "-o", str(root / f"{device}.parquet"), "--device", device, "-q",
+                         "--no-plot", "-m", "budget", "--alpha", "0.3"])
+        target = " (target >= 400 images/s)" if device == "cuda" else ""
+        print(f"  stats --device {device:<5} {images / seconds:7.1f} images/s  ({seconds:.1f} s, "
+              f"start-up included){target}")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_core import build_images, make_case, median_ms
+
+    batch = build_images(REPO / "test_img" / "astronaut.jpg", 1008, 8, "cuda")
+    for case in ("entropy", "v1", "v2", "budget"):
+        ms = median_ms(make_case(case, batch), "cuda", warmup=5, repeats=50)
+        target = {"v2": " (target <= 0.3 ms)", "budget": " (target <= 0.3 ms)"}.get(case, "")
+        print(f"  batch of 8 x 1008x1008, {case if case == 'entropy' else 'select ' + case:<14} {ms:7.3f} ms{target}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=400, help="photos for the throughput part (cuda: >= 1000)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--memory-counts", default="1000,10000", help="dataset sizes of the memory part")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    options = parser.parse_args()
+    print(f"bench_stats: {os.cpu_count()} CPU cores, {sys.platform}")
+    with tempfile.TemporaryDirectory(prefix="bench_stats_") as temp:
+        root = Path(temp)
+        if options.device == "cuda":
+            return gpu(root, max(options.images, 1000))
+        if not options.skip_throughput:
+            throughput(root, options.images, options.workers)
+        if not options.skip_memory:
+            print("peak RSS of apt-viz stats (budget, two alphas):")
+            memory(root, sorted(int(count) for count in options.memory_counts.split(",")), options.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
