@@ -285,3 +285,24 @@ def test_stats_help_is_instant():
     assert result.returncode == 0, result.stderr
     assert "--alpha" in result.stdout and "--resume" in result.stdout
     assert "HEAVY []" in result.stdout
+
+
+# --- the GPU's path, on the CPU ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_batched_scoring_gives_the_same_table(photo_folder, tmp_path, batch_size):
+    """With a GPU the main process scores batches of same-size images (shared-memory slots, size groups,
+    BatchScorer); run here on the CPU, that path must give the table of the per-image workers."""
+    from apt_viz.core.config import APTConfig
+    from apt_viz.stats.inputs import expand_stats_inputs
+    from apt_viz.stats.local import run_local
+    from apt_viz.stats.settings import StatsPlan, settings_of
+
+    plan = StatsPlan(APTConfig(device="cpu"), settings_of("budget", [0.2, 0.6]), save_masks=True)
+    paths = [*expand_stats_inputs([str(photo_folder)]), str(tmp_path / "missing.jpg")]
+    tables = {}
+    for scoring in ("workers", "batched"):
+        tables[scoring] = tmp_path / f"{scoring}.parquet"
+        report = run_local(plan, paths, str(tables[scoring]), workers=2, batch_size=batch_size, scoring=scoring)
+        assert (report.processed, report.failed, report.rows) == (8, 1, 16)
+    assert read_rows(tables["batched"]) == read_rows(tables["workers"])

@@ -87,7 +87,8 @@ def stats_command(
                           "the CPUs of a local Ray (0: all).")
     ] = 0,
     batch_size: Annotated[
-        int, typer.Option(min=0, help="Same-size images scored per call (0: 8 on the CPU, 32 on a GPU).")
+        int, typer.Option(min=0, help="Same-size images scored per call on a GPU, or by the Ray engine's actors "
+                          "(0: 32 on a GPU, 8 on the CPU). On the CPU the local engine's workers take one image each.")
     ] = 0,
     resume: Annotated[
         bool, typer.Option("--resume", help="Keep the rows already in the table (or left by an interrupted run) "

@@ -1,19 +1,26 @@
 """The local ``stats`` engine: a streaming pipeline on one machine.
 
-    inputs --> worker processes --> size groups --> device --> one writer
+On the CPU (``--device cpu``) the CPU is the device, so the ``workers`` processes do all of an
+image: decode, resize, maps (once), every setting, the rows; the main process only writes. This
+spreads the heavy work over every core, as ``apt-viz run`` does, without its files.
+
+With a GPU the work is split where the hardware is:
+
+    inputs --> worker processes --> size groups --> GPU --> one writer
                (decode, resize)     (batches)       (score once, select every setting)
 
-- ``workers`` processes decode and resize (the CPU-heavy part) and write the pixels into slots of
-  a shared memory block (:class:`PixelSlots`): the main process reads them in place instead of
-  receiving 3 MB per image through a pipe. The slots are the memory budget: an input is started
-  only when a slot is free, so memory does not grow with the dataset.
-- The main process scores each batch of same-size images in one call on the device and selects
-  every setting from the same maps (:class:`~apt_viz.stats.scoring.BatchScorer`).
-- One writer (:class:`~apt_viz.stats.table.StatsTable`) commits row groups as it goes and merges
-  them into the output file at the end.
-- A first Ctrl-C / SIGTERM stops taking new inputs, finishes the images in flight and writes the
-  table of what is done (exit 130); a second one aborts at once, keeping the committed rows.
-  ``--resume`` completes either.
+- the workers decode and resize and write the pixels into slots of a shared memory block
+  (:class:`PixelSlots`): the main process reads them in place instead of receiving 3 MB per image
+  through a pipe. The slots are the memory budget: an input is started only when one is free;
+- the main process scores each batch of same-size images in one call on the GPU and selects every
+  setting from the same maps (:class:`~apt_viz.stats.scoring.BatchScorer`).
+
+Either way memory does not grow with the dataset: at most ``2 x workers`` inputs are in flight
+(and, batched, ``2 x batch size`` wait for their batch). One writer
+(:class:`~apt_viz.stats.table.StatsTable`) commits row groups as it goes and merges them into the
+output file at the end. A first Ctrl-C / SIGTERM stops taking new inputs, finishes the images in
+flight and writes the table of what is done (exit 130); a second one aborts at once, keeping the
+committed rows. ``--resume`` completes either.
 """
 from __future__ import annotations
 
@@ -27,10 +34,11 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from .decode import Decoded, decode
+from .rows import Row, error_row, record_row
 from .scoring import BatchScorer, Pending, SizeBatcher, failed_rows
 from .settings import StatsPlan
 from .table import StatsTable
@@ -39,6 +47,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
 Advance = Callable[[int], None]
+Scoring = Literal["workers", "batched"]
+Item = tuple[str, tuple[int, ...]]  # (path, indices of the settings it still needs)
 
 
 @dataclass
@@ -71,6 +81,7 @@ def run_local(
     progress: Callable[[int], contextlib.AbstractContextManager[Advance]] | None = None,
     stop: Any = None,
     started: float | None = None,
+    scoring: Scoring | None = None,
 ) -> RunReport:
     """Compute the rows of every (path, setting) and write them to ``output`` (one Parquet file).
 
@@ -78,13 +89,15 @@ def run_local(
         plan: Image settings, device and selection settings.
         paths: The inputs (local files).
         output: The Parquet file.
-        workers: Decode processes.
-        batch_size: Images per scoring call (same-size images only).
+        workers: Worker processes.
+        batch_size: Images per scoring call (same-size images; batched scoring only).
         resume: Add to ``output`` and to an interrupted run's parts instead of starting over.
         row_group_size: Rows per committed part (the most a kill can lose is about this many).
         progress: ``progress(total)`` -> context manager yielding ``advance(n)`` (e.g. a progress bar).
         stop: Truthy once the run should stop taking new inputs (a :class:`~apt_viz.batch.pool.StopFlag`).
         started: ``time.perf_counter()`` at the start of the command (for images/s; default: now).
+        scoring: ``workers`` (each worker does all of an image) or ``batched`` (the main process
+            scores batches on the device); None: batched on a GPU, workers on the CPU.
 
     Returns:
         The :class:`RunReport`.
@@ -95,11 +108,12 @@ def run_local(
     started = time.perf_counter() if started is None else started
     report = RunReport(inputs=len(paths))
     workers = max(1, workers)
-    slots = PixelSlots(2 * workers + 3 * batch_size, 3 * plan.config.max_pixels)
-    with _decode_pool(workers, slots) as pool, StatsTable(output, plan, resume=resume,
-                                                         row_group_size=row_group_size) as table:
+    scoring = scoring or ("workers" if plan.config.device == "cpu" else "batched")
+    slots = PixelSlots(2 * workers + 3 * batch_size, 3 * plan.config.max_pixels) if scoring == "batched" else None
+    with _worker_pool(workers, slots) as pool, StatsTable(output, plan, resume=resume,
+                                                          row_group_size=row_group_size) as table:
         done = table.done()
-        todo: list[tuple[str, tuple[int, ...]]] = []
+        todo: list[Item] = []
         for path in paths:
             needed = tuple(i for i, label in enumerate(plan.labels) if (path, label) not in done)
             if needed:
@@ -108,15 +122,16 @@ def run_local(
                 report.skipped += 1
         del done
         progress = progress or _no_progress
-        with progress(len(todo)) as advance, _threads_for(plan, workers):
-            scorer = BatchScorer(plan)
+        with progress(len(todo)) as advance, _threads_for(plan, workers, scoring):
             try:
-                _pipeline(plan, todo, pool, table, scorer, report, advance, batch_size, stop)
+                if scoring == "batched":
+                    _run_batched(plan, todo, pool, table, report, advance, batch_size, stop)
+                else:
+                    _run_in_workers(plan, todo, pool, table, report, advance, stop)
             except KeyboardInterrupt:  # a second Ctrl-C: the committed parts stay for --resume
                 report.interrupted = True
                 report.seconds = time.perf_counter() - started
                 raise
-            report.internal_errors += scorer.internal_errors
         report.interrupted = bool(stop) and report.processed < len(todo)
         if report.processed != len(todo) and not report.interrupted:
             raise RuntimeError(f"the pipeline handled {report.processed} of {len(todo)} inputs")
@@ -125,43 +140,103 @@ def run_local(
     return report
 
 
-def _pipeline(
-    plan: StatsPlan,
-    todo: Sequence[tuple[str, tuple[int, ...]]],
-    pool: _DecodePool,
-    table: StatsTable,
-    scorer: BatchScorer,
-    report: RunReport,
-    advance: Advance,
-    batch_size: int,
-    stop: Any,
-) -> None:
+# --- each worker does all of an image (the CPU) -----------------------------------------------------
+
+@dataclass
+class ImageRows:
+    """A worker's result for one input: its rows, and whether it failed (and why)."""
+
+    path: str
+    rows: list[Row] = field(default_factory=list)
+    failed: bool = False
+    internal: bool = False
+
+
+def image_rows(path: str, needed: Sequence[int], plan: StatsPlan) -> ImageRows:
+    """The rows of one input: analysed once (:func:`apt_viz.analysis.analyze_image`, as ``apt-viz run``),
+    every needed setting selected from its maps (:meth:`~apt_viz.analysis.ImageAnalysis.reselect`)."""
+    from ..analysis import analyze_image
+    from ..batch.pool import failure_of
+    from ..imaging import load_image
+    from ..report.records import stats_record
+    from .masks import encode_masks
+
+    original_hw = None
+    try:
+        image = load_image(path, plan.max_image_pixels)
+        original_hw = (image.height, image.width)
+        first = analyze_image(image, plan.configs[needed[0]], source=path)
+        rows = []
+        for index in needed:
+            setting = plan.settings[index]
+            analysis = first if index == needed[0] else first.reselect(
+                method=setting.method, alpha=plan.configs[index].alpha, thresholds=setting.thresholds)
+            masks = encode_masks({size: m[None] for size, m in analysis.masks.items()})[0] if plan.save_masks else None
+            rows.append(record_row(stats_record(analysis), setting, masks))
+        return ImageRows(path, rows)
+    except Exception as exc:
+        failure = failure_of(path, exc, plan.debug)
+        rows = [error_row(path, failure.error, plan.settings[index], plan, original_hw) for index in needed]
+        return ImageRows(path, rows, failed=True, internal=failure.kind == "internal")
+
+
+def _run_in_workers(plan: StatsPlan, todo: Sequence[Item], pool: _WorkerPool, table: StatsTable,
+                    report: RunReport, advance: Advance, stop: Any) -> None:
+    def submit(item: Item) -> tuple[futures.Future[Any], None]:
+        return pool.submit(image_rows, item[0], item[1], plan), None
+
+    for (path, needed), _, result, error in pool.imap(iter(todo), submit, lambda: not stop, 2 * pool.workers):
+        if error is not None:
+            result = ImageRows(path, [error_row(path, _worker_error(path, error), plan.settings[index], plan)
+                                      for index in needed], failed=True, internal=True)
+        table.add(result.rows)
+        report.processed += 1
+        report.failed += result.failed
+        report.internal_errors += result.internal
+        advance(1)
+
+
+# --- workers decode, the main process scores batches (a GPU) ----------------------------------------
+
+def _run_batched(plan: StatsPlan, todo: Sequence[Item], pool: _WorkerPool, table: StatsTable,
+                 report: RunReport, advance: Advance, batch_size: int, stop: Any) -> None:
+    slots = pool.slots
+    if slots is None:
+        raise RuntimeError("batched scoring needs the shared-memory slots")
     # At most 2 * batch_size images wait for their batch, and 2 per worker are in flight: together
     # fewer than the slots, so an input can always be started.
     batcher = SizeBatcher(batch_size, max_waiting=2 * batch_size)
+    scorer = BatchScorer(plan)
+
+    def submit(item: Item) -> tuple[futures.Future[Any], int] | None:
+        slot = slots.take()
+        return None if slot is None else (pool.submit(_decode_into_slot, item[0], slot, plan), slot)
 
     def emit(batch: list[Pending]) -> None:
         rows = scorer(batch)
-        pool.slots.release(item.slot for item in batch)
+        slots.release(item.slot for item in batch)
         table.add(rows)
         report.processed += len(batch)
         report.failed += len({row["path"] for row in rows if row["error"] is not None})
         advance(len(batch))
 
-    for decoded, needed in pool.imap(iter(todo), plan, lambda: not stop, 2 * pool.workers):
-        pixels = pool.slots.pixels(decoded)
+    for (path, needed), slot, decoded, error in pool.imap(iter(todo), submit, lambda: not stop, 2 * pool.workers):
+        if error is not None:
+            decoded = Decoded(path, error=_worker_error(path, error), internal=True, slot=slot)
+        pixels = slots.pixels(decoded)
         if pixels is None or decoded.original_hw is None:
-            pool.slots.release([decoded.slot])
+            slots.release([slot])
             table.add(failed_rows(decoded, needed, plan))
             report.processed += 1
             report.failed += 1
             report.internal_errors += decoded.internal
             advance(1)
             continue
-        for batch in batcher.add(Pending(decoded.path, decoded.original_hw, pixels, needed, decoded.slot)):
+        for batch in batcher.add(Pending(decoded.path, decoded.original_hw, pixels, needed, slot)):
             emit(batch)
     for batch in batcher.drain():
         emit(batch)
+    report.internal_errors += scorer.internal_errors
 
 
 class PixelSlots:
@@ -216,16 +291,18 @@ _SLOTS: PixelSlots | None = None  # set in the main process before the workers f
 
 
 def _decode_into_slot(path: str, slot: int, plan: StatsPlan) -> Decoded:
-    """The worker task: decode and resize ``path``, pixels into ``slot``."""
+    """The worker task of batched scoring: decode and resize ``path``, pixels into ``slot``."""
     decoded = decode(path, plan.config, plan.max_image_pixels, None, plan.debug)
     return _SLOTS.put(decoded, slot) if _SLOTS is not None else decoded
 
 
-class _DecodePool:
-    """Worker processes that decode and resize into :class:`PixelSlots`, a bounded number in flight."""
+# --- the worker processes -----------------------------------------------------------------------------
 
-    def __init__(self, workers: int, slots: PixelSlots) -> None:
-        self.workers = max(1, workers)
+class _WorkerPool:
+    """Worker processes (forked, so they start at once with everything imported) and a bounded imap."""
+
+    def __init__(self, workers: int, slots: PixelSlots | None) -> None:
+        self.workers = workers
         self.slots = slots
         self._executor = self._start()
 
@@ -233,72 +310,77 @@ class _DecodePool:
         global _SLOTS
         from .. import analysis  # noqa: F401 - torch and Pillow imported once here, inherited by the forks
 
-        # fork: workers start in milliseconds with everything imported, and inherit the slots. They
-        # are started now, before the main process opens the table (pyarrow threads) or a CUDA context.
+        # Started now, before the main process opens the table (pyarrow threads) or a CUDA context;
+        # they inherit the slots.
         _SLOTS = self.slots
         executor = futures.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
                                                initializer=_worker_init)
         executor.submit(int).result()
         return executor
 
+    def submit(self, function: Callable[..., Any], *args: Any) -> futures.Future[Any]:
+        return self._executor.submit(function, *args)
+
     def imap(
         self,
-        items: Iterator[tuple[str, tuple[int, ...]]],
-        plan: StatsPlan,
+        items: Iterator[Item],
+        submit: Callable[[Item], tuple[futures.Future[Any], Any] | None],
         go_on: Callable[[], bool],
         limit: int,
-    ) -> Iterator[tuple[Decoded, tuple[int, ...]]]:
-        """Decoded inputs as they complete; new ones are submitted while ``go_on()``, at most ``limit``
-        in flight and each with a free slot. Ends when every item is done, or when ``go_on()`` turned
-        false and those in flight are."""
-        in_flight: dict[futures.Future[Decoded], tuple[str, int, tuple[int, ...]]] = {}
+    ) -> Iterator[tuple[Item, Any, Any, BaseException | None]]:
+        """``(item, context, result, error)`` as tasks complete.
+
+        ``submit(item)`` starts a task and returns its future and a context (None: not now, e.g. no
+        free slot). Items are submitted while ``go_on()`` and fewer than ``limit`` are in flight.
+        Ends when every item is done, or when ``go_on()`` turned false and those in flight are. When
+        a worker dies (a decoder crash, or killed) every task of its pool fails with that error and
+        a new pool goes on.
+        """
+        in_flight: dict[futures.Future[Any], tuple[Item, Any]] = {}
         exhausted = False
+        waiting: Item | None = None
         while True:
             while not exhausted and go_on() and len(in_flight) < limit:
-                slot = self.slots.take()
-                if slot is None:
-                    break
-                item = next(items, None)
+                item = waiting or next(items, None)
                 if item is None:
-                    self.slots.release([slot])
                     exhausted = True
                     break
-                in_flight[self._executor.submit(_decode_into_slot, item[0], slot, plan)] = (item[0], slot, item[1])
+                started = submit(item)
+                if started is None:
+                    waiting = item
+                    break
+                waiting = None
+                in_flight[started[0]] = (item, started[1])
             if not in_flight:
                 return
             ready, _ = futures.wait(in_flight, timeout=0.2, return_when=futures.FIRST_COMPLETED)
             broken = False
             for future in ready:
-                path, slot, needed = in_flight.pop(future)
+                item, context = in_flight.pop(future)
                 error = future.exception()
-                if error is None:
-                    yield future.result(), needed
-                    continue
                 broken = broken or isinstance(error, futures.process.BrokenProcessPool)
-                yield _worker_failure(path, slot, error), needed
-            if broken:  # a worker died (a decoder crash, or killed): its pool's inputs fail, a new pool goes on
-                for future, (path, slot, needed) in in_flight.items():
-                    yield _worker_failure(path, slot, future.exception() if future.done() else None), needed
+                yield item, context, None if error is not None else future.result(), error
+            if broken:
+                for future, (item, context) in in_flight.items():
+                    error = future.exception() if future.done() else futures.process.BrokenProcessPool()
+                    yield item, context, None, error
                 in_flight.clear()
-                self._restart()
-
-    def _restart(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._executor = self._start()
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = self._start()
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _worker_failure(path: str, slot: int, error: BaseException | None) -> Decoded:
-    reason = "the worker process decoding it died" if error is None or isinstance(
-        error, futures.process.BrokenProcessPool) else f"{type(error).__name__}: {error}"
-    return Decoded(path, error=f"{path}: internal error: {reason}", internal=True, slot=slot)
+def _worker_error(path: str, error: BaseException) -> str:
+    reason = ("the worker process handling it died" if isinstance(error, futures.process.BrokenProcessPool)
+              else f"{type(error).__name__}: {error}")
+    return f"{path}: internal error: {reason}"
 
 
 @contextlib.contextmanager
-def _decode_pool(workers: int, slots: PixelSlots) -> Iterator[_DecodePool]:
-    pool = _DecodePool(workers, slots)
+def _worker_pool(workers: int, slots: PixelSlots | None) -> Iterator[_WorkerPool]:
+    pool = _WorkerPool(workers, slots)
     try:
         yield pool
     finally:
@@ -331,12 +413,12 @@ def _die_with_parent() -> None:
 
 
 @contextlib.contextmanager
-def _threads_for(plan: StatsPlan, workers: int) -> Iterator[None]:
-    """On the CPU, the main process scores with the cores the decode workers leave free (at least one):
+def _threads_for(plan: StatsPlan, workers: int, scoring: Scoring) -> Iterator[None]:
+    """When the main process scores on the CPU, it uses the cores the workers leave free (at least one):
     more threads than free cores only spin against the workers."""
     import torch
 
-    if plan.config.device != "cpu":
+    if plan.config.device != "cpu" or scoring != "batched":
         yield
         return
     previous = torch.get_num_threads()
