@@ -127,7 +127,7 @@ def stats_command(
     percentiles and writes TABLE.savings.png.
     """
     started = time.perf_counter()
-    plan = _plan(imaging, patch_selection_method, alpha, thresholds, save_masks, debug)
+    plan = _plan(imaging, patch_selection_method, alpha, thresholds, save_masks, debug, engine)
     paths = _inputs(inputs, recursive, output, engine)
     if engine is Engine.RAY:
         report = _run_ray(plan, paths, output, ray_address, workers, batch_size, resume, started)
@@ -140,12 +140,22 @@ def stats_command(
 # --- settings and inputs ----------------------------------------------------------------------------
 
 def _plan(imaging: ImageOptions, method: Method, alpha: str | None, thresholds: Sequence[str] | None,
-          save_masks: bool, debug: bool) -> StatsPlan:
-    """The validated plan; anything that does not fit is a usage error (exit 2)."""
+          save_masks: bool, debug: bool, engine: Engine) -> StatsPlan:
+    """The validated plan; anything that does not fit is a usage error (exit 2).
+
+    With Ray the scoring runs on the cluster's actors, each seeing its one GPU as ``cuda``: the
+    device is not looked for on this machine (``auto`` means the CPU there; ask for ``cuda``).
+    """
+    import dataclasses
+
     from ..stats.settings import StatsPlan, settings_of
     from ..sweep import parse_alpha_values, parse_threshold_grid
 
-    config = imaging.config()
+    if engine is Engine.RAY:
+        device = "cuda" if imaging.device.startswith("cuda") else "cpu"
+        config = dataclasses.replace(imaging, device="cpu").config().replace(device=device)
+    else:
+        config = imaging.config()
     try:
         alphas = parse_alpha_values(alpha) if alpha is not None else []
         pairs = [pair for text in thresholds or [] for pair in parse_threshold_grid(text, imaging.num_scales)]
