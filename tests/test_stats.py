@@ -120,6 +120,10 @@ def test_rows_equal_run_stats_only(photo_folder, tmp_path, one_torch_thread, arg
             assert row["llm_retention"] == record["qwen2vl"]["llm_ratio"]
             info = record["budget_info"]
             assert (row["budget"], row["clamped"]) == ((info["budget"], info["clamped"]) if info else (None, None))
+            flops = record["flops"]
+            assert (row["vision_flops"], row["baseline_vision_flops"], row["prefill_flops"], row["baseline_prefill_flops"],
+                    row["flops_architecture"]) == (flops["vision_apt"], flops["vision_stock"], flops["prefill_apt"],
+                                                   flops["prefill_stock"], flops["architecture"])
 
 
 # --- settings lists ------------------------------------------------------------------------------------

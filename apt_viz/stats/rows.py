@@ -41,6 +41,11 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "llm_retention": ("float64", "llm_tokens / baseline_llm_tokens"),
     "budget": ("int32", "budget: the target round(alpha * N) (null otherwise)"),
     "clamped": ("bool", "budget: the target was below the forced minimum (null otherwise)"),
+    "vision_flops": ("int64", "analytic FLOPs of the vision encoder on the APT tokens (apt_viz.core.flops)"),
+    "baseline_vision_flops": ("int64", "the same without APT (all N base patches)"),
+    "prefill_flops": ("int64", "analytic FLOPs of the LLM prefill of the image's APT tokens"),
+    "baseline_prefill_flops": ("int64", "the same without APT (N / 4 LLM tokens)"),
+    "flops_architecture": ("string", "the Qwen2-VL architecture of the FLOPs (qwen2-vl-2b)"),
 }
 MASKS_COLUMN = ("binary", "--save-masks: the selection, encoded (apt_viz.decode_masks)")
 
@@ -57,8 +62,9 @@ def arrow_schema(plan: StatsPlan, metadata: dict[str, str] | None = None) -> pa.
     """The Arrow schema of ``plan``'s table (with ``metadata`` as schema key-value metadata)."""
     import pyarrow as pa
 
-    types = {"string": pa.string(), "int32": pa.int32(), "float64": pa.float64(), "bool": pa.bool_(),
-             "binary": pa.binary(), "list<float64>": pa.list_(pa.field("element", pa.float64()))}  # Parquet's name
+    types = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "float64": pa.float64(),
+             "bool": pa.bool_(), "binary": pa.binary(),
+             "list<float64>": pa.list_(pa.field("element", pa.float64()))}  # the item name Parquet gives lists
     kinds = {name: kind for name, (kind, _) in COLUMNS.items()}
     kinds.update({f"tokens_{size}": "int32" for size in plan.patch_sizes})
     kinds["masks"] = MASKS_COLUMN[0]
@@ -96,6 +102,15 @@ def record_row(record: StatsRecord, setting: Setting, masks: bytes | None = None
         "budget": None if info is None else info["budget"],
         "clamped": None if info is None else info["clamped"],
     })
+    flops = record.get("flops")
+    if flops is not None:
+        row.update({
+            "vision_flops": flops["vision_apt"],
+            "baseline_vision_flops": flops["vision_stock"],
+            "prefill_flops": flops["prefill_apt"],
+            "baseline_prefill_flops": flops["prefill_stock"],
+            "flops_architecture": flops["architecture"],
+        })
     if masks is not None:
         row["masks"] = masks
     return row

@@ -17,7 +17,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PERCENTILES = (5, 25, 50, 75, 95)
 MAX_FAILURES_LISTED = 20
-SUMMARY_COLUMNS = ["path", "setting", "error", "retention", "llm_tokens", "baseline_llm_tokens"]
+SUMMARY_COLUMNS = ["path", "setting", "error", "retention", "llm_tokens", "baseline_llm_tokens", "vision_flops",
+                   "baseline_vision_flops"]
+METRICS = ("retention", "llm_tokens", "baseline_llm_tokens", "vision_flops", "baseline_vision_flops")
 
 
 @dataclass(frozen=True)
@@ -50,14 +52,16 @@ class SettingSummary:
     retention: Distribution | None  # tokens / N
     llm_tokens: Distribution | None
     llm_savings: Distribution | None  # 1 - llm_tokens / baseline_llm_tokens
-    savings: np.ndarray = field(repr=False)  # per image, for the histogram
+    vision_flops_savings: Distribution | None  # 1 - vision_flops / baseline_vision_flops
+    savings: np.ndarray = field(repr=False)  # LLM-token savings per image, for the histogram
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "setting": self.setting, "images": self.images, "failed": self.failed,
             **{name: None if value is None else value.to_dict()
                for name, value in (("retention", self.retention), ("llm_tokens", self.llm_tokens),
-                                   ("llm_savings", self.llm_savings))},
+                                   ("llm_savings", self.llm_savings),
+                                   ("vision_flops_savings", self.vision_flops_savings))},
         }
 
 
@@ -111,8 +115,7 @@ def summarise(table: str, order: Sequence[str] = ()) -> TableSummary:
                     failures.append((path, error))
         good = batch.filter(ok)
         settings = good.column("setting").to_numpy(zero_copy_only=False)
-        metrics = {name: good.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
-                   for name in ("retention", "llm_tokens", "baseline_llm_tokens")}
+        metrics = {name: good.column(name).to_numpy(zero_copy_only=False).astype(np.float64) for name in METRICS}
         for setting in np.unique(settings):
             where = settings == setting
             per = chunks.setdefault(str(setting), {name: [] for name in metrics})
@@ -127,8 +130,10 @@ def summarise(table: str, order: Sequence[str] = ()) -> TableSummary:
         retention = values.get("retention", np.empty(0))
         llm = values.get("llm_tokens", np.empty(0))
         savings = 1.0 - llm / values["baseline_llm_tokens"] if llm.size else np.empty(0)
+        flops = 1.0 - values["vision_flops"] / values["baseline_vision_flops"] if llm.size else np.empty(0)
         summaries.append(SettingSummary(name, int(retention.size), failed.get(name, 0), Distribution.of(retention),
-                                        Distribution.of(llm), Distribution.of(savings), savings))
+                                        Distribution.of(llm), Distribution.of(savings), Distribution.of(flops),
+                                        savings))
     return TableSummary(rows, summaries, len(failed_paths), failures)
 
 
@@ -145,12 +150,14 @@ def summary_table(summary: TableSummary) -> Table:
     table.add_column("retention p5 / p50 / p95", justify="right")
     table.add_column("LLM tokens p5 / p50 / p95", justify="right")
     table.add_column("LLM tokens saved mean", justify="right")
+    table.add_column("vision FLOPs saved mean", justify="right")
     for entry in summary.settings:
         table.add_row(
             entry.setting, str(entry.images), str(entry.failed),
             "-" if entry.retention is None else f"{entry.retention.mean:.1%}",
             _spread(entry.retention, "{:.1%}"), _spread(entry.llm_tokens, "{:.0f}"),
             "-" if entry.llm_savings is None else f"{entry.llm_savings.mean:.1%}",
+            "-" if entry.vision_flops_savings is None else f"{entry.vision_flops_savings.mean:.1%}",
         )
     return table
 
