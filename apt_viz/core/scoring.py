@@ -105,7 +105,8 @@ def _workspace(device: torch.device, name: str, shape: tuple[int, ...], dtype: t
     buffers: dict[str, torch.Tensor] = _WORKSPACE.__dict__.setdefault("buffers", {})
     buffer = buffers.get(name)
     if buffer is None or buffer.dtype != dtype or buffer.numel() < numel:
-        buffer = buffers[name] = torch.empty(numel, dtype=dtype)
+        with torch.inference_mode(False):  # a normal tensor: usable in place inside and outside inference mode
+            buffer = buffers[name] = torch.empty(numel, dtype=dtype)
     return buffer[:numel].view(shape)
 
 
@@ -188,6 +189,8 @@ def _merge_children(counts: torch.Tensor, shape: tuple[int, int], child_area: in
         for dx in (0, 1):
             child = counts[:, dy::2, dx::2]  # (B, ceil((rows - dy) / 2), ceil((cols - dx) / 2), bins)
             inside_rows, inside_cols = child.shape[1:3]
+            if child.dtype != merged.dtype:  # widen into the workspace: an in-place add would allocate it
+                child = _workspace(counts.device, "widened", tuple(child.shape), merged.dtype).copy_(child)
             merged[:, :inside_rows, :inside_cols] += child
             merged[:, inside_rows:, :, 0] += child_area
             merged[:, :inside_rows, inside_cols:, 0] += child_area
@@ -197,8 +200,9 @@ def _merge_children(counts: torch.Tensor, shape: tuple[int, int], child_area: in
 @functools.lru_cache(maxsize=32)
 def _entropy_table(area: int, device: torch.device) -> torch.Tensor:
     """``-p log2(p + 1e-10)`` for p = count / area, count = 0..area (float32; read-only)."""
-    p = torch.arange(area + 1, device=device, dtype=torch.float64) / area
-    return (-(p * torch.log2(p + 1e-10))).to(torch.float32)
+    with torch.inference_mode(False):  # cached: must not be an inference tensor when first made in one
+        p = torch.arange(area + 1, device=device, dtype=torch.float64) / area
+        return (-(p * torch.log2(p + 1e-10))).to(torch.float32)
 
 
 def _entropy_from_counts(counts: torch.Tensor, area: int, chunk: int = 1024) -> torch.Tensor:

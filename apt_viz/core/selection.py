@@ -85,7 +85,8 @@ def _partial_cells(height: int, width: int, size: int, device: torch.device) -> 
     Selection runs on many batches of the same image size; on a GPU this saves the launches of
     rebuilding the same small mask for every batch.
     """
-    return partial_cells(height, width, size, device)
+    with torch.inference_mode(False):  # cached: must not be an inference tensor when first made in one
+        return partial_cells(height, width, size, device)
 
 
 def resolve_hierarchy(keep: Maps) -> Masks:
@@ -256,6 +257,13 @@ def _budget_geometry(
 ) -> _BudgetGeometry:
     """Partial and whole cells and the forced minimum of grids ``shapes`` ((size, rows, cols), smallest
     first) over a ``height x width`` image, computed on the CPU and moved to ``device`` once."""
+    with torch.inference_mode(False):  # cached: must not be an inference tensor when first made in one
+        return _make_budget_geometry(height, width, shapes, device)
+
+
+def _make_budget_geometry(
+    height: int, width: int, shapes: tuple[tuple[int, int, int], ...], device: torch.device
+) -> _BudgetGeometry:
     sizes = [size for size, _, _ in shapes]
     partial = {size: partial_cells(height, width, size) for size in sizes[1:]}
     whole = {size: (~cells).flatten().nonzero().flatten() for size, cells in partial.items()}
