@@ -1,17 +1,19 @@
 """Benchmark of ``apt-viz stats``: throughput against ``run --stats-only``, and memory against dataset size.
 
     python benchmarks/bench_stats.py                    # both parts on the CPU (about 5 minutes on 2 cores)
-    python benchmarks/bench_stats.py --skip-memory      # throughput only
+    python benchmarks/bench_stats.py --skip-memory      # throughput and entropy only
     python benchmarks/bench_stats.py --device cuda      # the GPU figures (exits 0 when there is no GPU)
 
 1. Throughput: ``apt-viz stats DIR -o T.parquet --workers W`` and ``apt-viz run DIR --stats-only
    --workers W`` on the same ``--images`` photos of about 1 MP, each one command in a fresh
    interpreter, timed from start to exit (start-up included), for one budget alpha (target: stats
    >= 1.5x run) and for three (one ``stats`` pass against three ``run`` passes).
-2. Memory: peak RSS of ``stats`` on 1,000 and on 10,000 images (smaller photos, so that it takes
+2. Entropy: one 1008x1008 photo after several allocation histories (a fresh interpreter each),
+   contiguous and as an HWC view, median of 15 calls after one warm-up. Target: <= 10 ms.
+3. Memory: peak RSS of ``stats`` on 1,000 and on 10,000 images (smaller photos, so that it takes
    minutes; memory is about how many images, not their size): the main process and the largest
    worker. Target: at most 200 MB apart.
-3. ``--device cuda``: ``stats --device cuda`` and ``--device cpu`` on >= 1,000 photos of about 1 MP
+4. ``--device cuda``: ``stats --device cuda`` and ``--device cpu`` on >= 1,000 photos of about 1 MP
    (target >= 400 images/s on the GPU), the card and core count, and the entropy and selection
    times of a batch of 8 (``bench_core.py``).
 
@@ -85,6 +87,56 @@ def peak_rss(args: list[str], report: Path) -> tuple[float, float]:
         raise SystemExit(f"apt-viz stats failed ({done.returncode}): {done.stderr.strip()[-400:]}")
     figures = json.loads(report.read_text())
     return figures["main_kb"] / 1024, figures["worker_kb"] / 1024
+
+
+# Entropy of one 1008x1008 photo after an allocation history, median of 15 calls after one warm-up.
+ENTROPY_PROBE = """
+import statistics, sys, time
+import numpy as np, torch
+from PIL import Image
+from apt_viz.core.scoring import compute_patch_entropy_batched
+from apt_viz.imaging import load_image
+torch.set_num_threads(int(sys.argv[3]))
+history = sys.argv[2]
+if history == "big blocks freed":
+    for size in (1, 4, 16, 31, 64):
+        block = torch.empty(size << 20, dtype=torch.uint8).fill_(1); del block
+elif history == "20,000 small tensors":
+    kept = [torch.randn(1000 + i) for i in range(20000)]; del kept[::2]
+elif history == "other scorers first":
+    from apt_viz.core.scoring import compute_patch_laplacian_batched, compute_patch_upsample_mse_batched
+    warm = torch.rand(1, 3, 1008, 1008) * 255
+    compute_patch_laplacian_batched(warm); compute_patch_upsample_mse_batched(warm)
+hwc = np.asarray(load_image(sys.argv[1]).resize((1008, 1008), Image.Resampling.BICUBIC)).copy()
+inputs = {"contiguous": torch.from_numpy(hwc).permute(2, 0, 1).contiguous().float()[None],
+          "hwc view": torch.from_numpy(hwc).permute(2, 0, 1).float()[None]}  # h w c -> 1 c h w
+figures = []
+for name, images in inputs.items():
+    compute_patch_entropy_batched(images)
+    times = []
+    for _ in range(15):
+        start = time.perf_counter(); compute_patch_entropy_batched(images); times.append(time.perf_counter() - start)
+    figures.append(f"{name} {statistics.median(times) * 1e3:5.2f} ms")
+print(", ".join(figures))
+"""
+ENTROPY_HISTORIES = {
+    "fresh process": {},
+    "big blocks freed": {},
+    "20,000 small tensors": {},
+    "other scorers first": {},
+    "glibc mmap threshold at its floor": {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)},
+}
+
+
+def entropy_histories(threads: int) -> None:
+    """The entropy time after several allocation histories (a fresh interpreter each). Target <= 10 ms."""
+    photo = REPO / "test_img" / "astronaut.jpg"
+    print(f"entropy of one 1008x1008 photo, {threads} torch threads, median of 15 after one warm-up (target <= 10 ms):")
+    for history, extra_env in ENTROPY_HISTORIES.items():
+        done = subprocess.run([sys.executable, "-c", ENTROPY_PROBE, str(photo), history, str(threads)],
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO), **extra_env})
+        result = done.stdout.strip() if done.returncode == 0 else f"failed: {done.stderr.strip()[-200:]}"
+        print(f"  {history:<36} {result}")
 
 
 def throughput(root: Path, images: int, workers: int, alphas: list[str]) -> None:
@@ -161,6 +213,8 @@ def main() -> int:
     parser.add_argument("--memory-counts", default="1000,10000", help="dataset sizes of the memory part")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-entropy", action="store_true")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the entropy part")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     options = parser.parse_args()
     print(f"bench_stats: {os.cpu_count()} CPU cores, {sys.platform}")
@@ -168,6 +222,8 @@ def main() -> int:
         root = Path(temp)
         if options.device == "cuda":
             return gpu(root, max(options.images, 1000))
+        if not options.skip_entropy:
+            entropy_histories(options.threads)
         if not options.skip_throughput:
             throughput(root, options.images, options.workers, options.alphas.split(","))
         if not options.skip_memory:

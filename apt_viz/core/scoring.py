@@ -155,10 +155,11 @@ def _scatter_counts(counts: torch.Tensor, levels: torch.Tensor, first: int, rows
     """
     batch, total_rows, cols, bins = counts.shape
     device = counts.device
-    row_keys = torch.arange(first, first + rows, device=device).view(1, rows, 1, 1, 1) * (cols * bins)
-    col_keys = torch.arange(cols, device=device).view(1, 1, 1, cols, 1) * bins
-    keys = levels.view(batch, rows, size, cols, size).add_(row_keys).add_(col_keys)
-    keys.view(batch, -1).add_(torch.arange(batch, device=device)[:, None] * (total_rows * cols * bins))
+    cell_keys = (torch.arange(first, first + rows, device=device)[:, None] * cols
+                 + torch.arange(cols, device=device)[None, :]) * bins  # (rows, cols): flat cell index * bins
+    keys = levels.view(batch, rows, size, cols, size).add_(cell_keys.view(1, rows, 1, cols, 1))
+    if batch > 1:
+        keys.view(batch, -1).add_(torch.arange(batch, device=device)[:, None] * (total_rows * cols * bins))
     # The narrowest integer type that holds a cell's count keeps this buffer small: on CPU,
     # filling and scattering into it dominates the cost, several times faster than bincount's int64.
     one = torch.ones(1, dtype=counts.dtype, device=device).expand(keys.numel())
