@@ -26,7 +26,14 @@ def is_remote(path: str) -> bool:
 def read_list(list_path: str) -> list[str]:
     """The paths in a list file: one per line; blank lines and lines starting with ``#`` are skipped.
 
-    Paths are taken as if typed on the command line (relative to the current folder).
+    Args:
+        list_path: The list file (the argument without its ``@``).
+
+    Returns:
+        The paths, as if typed on the command line (relative to the current folder).
+
+    Raises:
+        StatsInputError: the list cannot be read.
     """
     try:
         with open(list_path, encoding="utf-8") as handle:

@@ -153,8 +153,19 @@ class ImageRows:
 
 
 def image_rows(path: str, needed: Sequence[int], plan: StatsPlan) -> ImageRows:
-    """The rows of one input: analysed once (:func:`apt_viz.analysis.analyze_image`, as ``apt-viz run``),
-    every needed setting selected from its maps (:meth:`~apt_viz.analysis.ImageAnalysis.reselect`)."""
+    """The rows of one input (the worker task on the CPU).
+
+    The image is analysed once (:func:`apt_viz.analysis.analyze_image`, as ``apt-viz run`` does) and
+    every needed setting is selected from its maps (:meth:`~apt_viz.analysis.ImageAnalysis.reselect`).
+
+    Args:
+        path: The input.
+        needed: Indices into ``plan.settings`` of the settings to compute.
+        plan: The run.
+
+    Returns:
+        The :class:`ImageRows`; a bad input (or a bug) gives error rows, it never raises.
+    """
     from ..analysis import analyze_image
     from ..batch.pool import failure_of
     from ..imaging import load_image

@@ -58,8 +58,18 @@ def split_cells(masks: Masks) -> dict[int, torch.Tensor]:
 
 
 def masks_from_split(split: dict[int, torch.Tensor], sizes: Sequence[int], base_shape: tuple[int, ...]) -> Masks:
-    """The 0/1 float masks of a quadtree given the split cells of every grid above the base (inverse of
-    :func:`split_cells`). ``base_shape`` is (..., rows_0, cols_0)."""
+    """The 0/1 float masks of a quadtree from the split cells of every grid above the base.
+
+    The inverse of :func:`split_cells`.
+
+    Args:
+        split: {size: (..., rows_i, cols_i) bool} split cells of every grid above the base.
+        sizes: Every cell size, the base included.
+        base_shape: Shape of the base grid's mask, (..., rows_0, cols_0).
+
+    Returns:
+        {cell size: (..., rows_i, cols_i) float32 0/1}, smallest size first.
+    """
     import torch
 
     sizes = sorted(sizes)

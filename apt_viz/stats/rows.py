@@ -51,7 +51,15 @@ MASKS_COLUMN = ("binary", "--save-masks: the selection, encoded (apt_viz.decode_
 
 
 def column_names(patch_sizes: Sequence[int], save_masks: bool = False) -> list[str]:
-    """Every column of a table for these patch sizes, in order."""
+    """Every column of a table, in order.
+
+    Args:
+        patch_sizes: The cell sizes of the run (one ``tokens_<size>`` column each).
+        save_masks: Whether the table has the ``masks`` column.
+
+    Returns:
+        The column names.
+    """
     names = list(COLUMNS)
     at = names.index("base_tokens") + 1
     names[at:at] = [f"tokens_{size}" for size in patch_sizes]
@@ -59,7 +67,15 @@ def column_names(patch_sizes: Sequence[int], save_masks: bool = False) -> list[s
 
 
 def arrow_schema(plan: StatsPlan, metadata: dict[str, str] | None = None) -> pa.Schema:
-    """The Arrow schema of ``plan``'s table (with ``metadata`` as schema key-value metadata)."""
+    """The Arrow schema of a table.
+
+    Args:
+        plan: The run (patch sizes, ``--save-masks``).
+        metadata: Schema key-value metadata (see :func:`apt_viz.stats.table.table_metadata`).
+
+    Returns:
+        The schema: :data:`COLUMNS` with a ``tokens_<size>`` column per scale (and ``masks``).
+    """
     import pyarrow as pa
 
     types = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "float64": pa.float64(),
@@ -73,7 +89,16 @@ def arrow_schema(plan: StatsPlan, metadata: dict[str, str] | None = None) -> pa.
 
 
 def record_row(record: StatsRecord, setting: Setting, masks: bytes | None = None) -> Row:
-    """The row of one image under one setting, read from its ``stats.json`` record."""
+    """The row of one image under one setting, read from its ``stats.json`` record.
+
+    Args:
+        record: :func:`apt_viz.report.records.stats_record` of the image's analysis under ``setting``.
+        setting: The selection setting (its label is the ``setting`` column).
+        masks: The encoded selection (``--save-masks``), or None.
+
+    Returns:
+        The row, keyed by column name.
+    """
     qwen = record["qwen2vl"]
     info = record["budget_info"]
     row: Row = {
@@ -118,7 +143,18 @@ def record_row(record: StatsRecord, setting: Setting, masks: bytes | None = None
 
 def error_row(path: str, error: str, setting: Setting, plan: StatsPlan,
               original_hw: tuple[int, int] | None = None) -> Row:
-    """The row of an input that failed: what is known (setting, original size) and the reason."""
+    """The row of an input that failed: what is known (setting, original size) and the reason.
+
+    Args:
+        path: The input.
+        error: The one-line reason.
+        setting: The setting of the row.
+        plan: The run (scorer and backend).
+        original_hw: The original (H, W) when the image could be loaded.
+
+    Returns:
+        The row; the columns it does not name are null.
+    """
     config = plan.config
     return {
         "path": path,

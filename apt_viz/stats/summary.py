@@ -138,7 +138,14 @@ def summarise(table: str, order: Sequence[str] = ()) -> TableSummary:
 
 
 def summary_table(summary: TableSummary) -> Table:
-    """The rich table printed at the end of a run: one line per setting."""
+    """The rich table printed at the end of a run.
+
+    Args:
+        summary: :func:`summarise` of the table.
+
+    Returns:
+        One line per setting: images, failures, retention and LLM-token percentiles, savings.
+    """
     from rich.table import Table
 
     table = Table(title="APT over the dataset (per setting; p5 / median / p95)", title_justify="left",
@@ -170,6 +177,10 @@ def _spread(distribution: Distribution | None, form: str) -> str:
 
 def savings_figure(summary: TableSummary, title: str = "") -> Figure | None:
     """Histogram of the LLM tokens saved per image (1 - llm_tokens / baseline), one outline per setting.
+
+    Args:
+        summary: :func:`summarise` of the table.
+        title: The figure's title (default: the number of images).
 
     Returns:
         The figure, or None when no setting has a successful image.

@@ -59,7 +59,15 @@ def partial_folder(output: str) -> str:
 
 
 def table_metadata(plan: StatsPlan) -> dict[str, str]:
-    """The Parquet key-value metadata of a table: its format and image settings (JSON)."""
+    """The Parquet key-value metadata of a table.
+
+    Args:
+        plan: The run.
+
+    Returns:
+        ``{"apt_viz.stats": JSON}`` with the table format, apt-viz version, image settings and
+        ``save_masks`` (what ``--resume`` checks).
+    """
     document = {
         "format": TABLE_FORMAT,
         "apt_viz_version": __version__,
