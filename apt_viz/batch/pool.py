@@ -152,14 +152,17 @@ def graceful_stop() -> Iterator[StopFlag]:
 
 
 ProgressCallback = Callable[[Outcome[Any]], None]
+Advance = Callable[..., None]  # advance(n=1, description=None)
 
 
 @contextlib.contextmanager
-def progress_display(console: Any, total: int, enabled: bool = True) -> Iterator[ProgressCallback]:
-    """A rich progress bar with ETA on ``console``; yields the per-outcome callback for :func:`run_batch`."""
+def progress_bar(console: Any, total: int, label: str = "apt-viz", enabled: bool = True) -> Iterator[Advance]:
+    """A rich progress bar with images/s and ETA on ``console``; yields ``advance(n=1, description=None)``."""
     if not enabled:
-        yield lambda _outcome: None
+        yield lambda n=1, description=None: None
         return
+    import time
+
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -170,16 +173,30 @@ def progress_display(console: Any, total: int, enabled: bool = True) -> Iterator
     )
 
     columns = (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("apt-viz", total=total)
+        task = progress.add_task(label, total=total, rate="")
+        started = time.perf_counter()
+        done = 0
 
-        def tick(outcome: Outcome) -> None:
-            progress.update(task, advance=1, description=outcome.item.name[:40])
+        def advance(n: int = 1, description: str | None = None) -> None:
+            nonlocal done
+            done += n
+            rate = f"{done / max(time.perf_counter() - started, 1e-9):.1f} images/s"
+            if description:
+                progress.update(task, description=description)
+            progress.update(task, advance=n, rate=rate)
 
-        yield tick
+        yield advance
+
+
+@contextlib.contextmanager
+def progress_display(console: Any, total: int, enabled: bool = True) -> Iterator[ProgressCallback]:
+    """:func:`progress_bar` as the per-outcome callback of :func:`run_batch` (shows the input's name)."""
+    with progress_bar(console, total, enabled=enabled) as advance:
+        yield lambda outcome: advance(1, outcome.item.name[:40])
 
 
 def run_batch(

@@ -19,9 +19,10 @@ from .options import (
     QuietOption,
     RecursiveOption,
     command,
+    input_items,
     resolve_device_name,
 )
-from .run import exit_code, input_items, print_failures
+from .run import exit_code, print_failures
 
 DEFAULT_BENCH_OUTPUT = "bench"
 PRESET_NAMES = ("qwen2-vl-2b", "qwen2-vl-7b", "tiny")  # apt_viz.hf.presets.PRESETS (not imported for --help)

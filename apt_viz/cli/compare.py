@@ -9,19 +9,16 @@ import typer
 
 from .app import EXIT_CODES_TEXT, app
 from .options import (
-    DEFAULT_OUTPUT,
     DebugOption,
+    FolderOptions,
     ImageOptions,
     ImagesArgument,
-    OutputOption,
     QuietOption,
-    RecursiveOption,
     ThresholdsOption,
-    WorkersOption,
     command,
     parse_thresholds,
 )
-from .run import exit_code, input_items, print_failures, run_tasks
+from .run import exit_code, print_failures, run_tasks
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -51,9 +48,7 @@ def compare_command(
                      "[default: v2 1.0, budget 0.5]", show_default=False),
     ] = None,
     thresholds: ThresholdsOption = None,
-    output: OutputOption = DEFAULT_OUTPUT,
-    recursive: RecursiveOption = False,
-    workers: WorkersOption = 1,
+    folders: FolderOptions,
     panel_width: Annotated[
         Optional[int], typer.Option(min=64, help="Scale each panel down to this width (px).", show_default=False)
     ] = None,
@@ -78,16 +73,16 @@ def compare_command(
             check_selection("v2", alpha, None, config.num_scales)  # a one-line usage error before any work
     except ValueError as exc:
         raise typer.BadParameter(f"--alphas: {exc}") from None
-    items, any_folder = input_items(images, recursive, output)
+    items, any_folder = folders.input_items(images)
 
-    job = CompareJob(config, output, alpha_values, panel_width, imaging.image_pixel_limit, debug)
-    result = run_tasks(items, job, workers=workers or os.cpu_count() or 1, quiet=quiet,
+    job = CompareJob(config, folders.output, alpha_values, panel_width, imaging.image_pixel_limit, debug)
+    result = run_tasks(items, job, workers=folders.worker_count, quiet=quiet,
                        uses_cuda=config.device.startswith("cuda"))
     index = None
     if any_folder or len(items) > 1:
-        index = _write_index(output, result.values, result.failures)
+        index = _write_index(folders.output, result.values, result.failures)
     if not quiet:
-        _print_report(output, result.values, index)
+        _print_report(folders.output, result.values, index)
     print_failures(result.failures)
     if result.interrupted:
         typer.echo("interrupted: the sheets of the images that finished are written", err=True)

@@ -13,13 +13,16 @@ import inspect
 import os
 import re
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Optional, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, Optional, get_type_hints
 
 import typer
 from PIL import Image
 
 from ..core.config import Aggregate, APTConfig, Backend, Method, Scorer
 from ..core.qwen2vl import MAX_PIXELS, MERGE_SIZE, MIN_PIXELS, PATCH_SIZE, TEMPORAL_PATCH_SIZE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..batch.inputs import InputItem
 
 DEFAULT_OUTPUT = "visualizations"
 PILLOW_MAX_IMAGE_PIXELS: int = Image.MAX_IMAGE_PIXELS or 0  # Pillow's decompression-bomb limit
@@ -31,6 +34,13 @@ WorkersOption = Annotated[int, typer.Option("--workers", "-j", min=0, help="Work
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No table, no progress; errors only.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (nothing else).")]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")]
+MethodOption = Annotated[
+    Method,
+    typer.Option(
+        "--patch-selection-method", "-m",
+        help="v1: fixed thresholds; v2: alpha * mean score per scale; budget: round(alpha * N) tokens.",
+    ),
+]
 ThresholdsOption = Annotated[
     Optional[str],
     typer.Option(
@@ -114,13 +124,7 @@ class ImageOptions:
 class SelectionOptions:
     """One selection setting: method with alpha or thresholds (``run``)."""
 
-    patch_selection_method: Annotated[
-        Method,
-        typer.Option(
-            "--patch-selection-method", "-m",
-            help="v1: fixed thresholds; v2: alpha * mean score per scale; budget: round(alpha * N) tokens.",
-        ),
-    ] = Method.V1
+    patch_selection_method: MethodOption = Method.V1
     alpha: Annotated[
         Optional[float],
         typer.Option(
@@ -144,7 +148,41 @@ class SelectionOptions:
         return settings
 
 
-OPTION_GROUPS = (ImageOptions, SelectionOptions)
+@dataclasses.dataclass(frozen=True)
+class FolderOptions:
+    """Where results go, which files are read and how many processes do it (run, sweep, compare)."""
+
+    output: OutputOption = DEFAULT_OUTPUT
+    recursive: RecursiveOption = False
+    workers: WorkersOption = 1
+
+    @property
+    def worker_count(self) -> int:
+        """``--workers``, with 0 meaning one per CPU core."""
+        return self.workers or os.cpu_count() or 1
+
+    def input_items(self, images: Sequence[str]) -> tuple[list[InputItem], bool]:
+        """:func:`input_items` with these options."""
+        return input_items(images, self.recursive, self.output)
+
+
+def input_items(images: Sequence[str], recursive: bool, output: str) -> tuple[list[InputItem], bool]:
+    """The inputs named by ``images`` and whether a folder was among them; unusable ones are usage errors."""
+    from ..batch.inputs import InputError, expand_inputs
+
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise typer.BadParameter(f"--output {output}: exists and is not a folder")
+    try:
+        items, any_folder = expand_inputs(images, recursive, exclude=output)
+    except InputError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if not items:
+        hint = "" if recursive else " (try --recursive)"
+        raise typer.BadParameter(f"no images found in {', '.join(images)}{hint}")
+    return items, any_folder
+
+
+OPTION_GROUPS = (ImageOptions, SelectionOptions, FolderOptions)
 
 
 def parse_thresholds(text: str | None) -> tuple[float, ...] | None:

@@ -11,16 +11,13 @@ import typer
 
 from .app import EXAMPLES, EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, app
 from .options import (
-    DEFAULT_OUTPUT,
     DebugOption,
+    FolderOptions,
     ImageOptions,
     ImagesArgument,
     JsonOption,
-    OutputOption,
     QuietOption,
-    RecursiveOption,
     SelectionOptions,
-    WorkersOption,
     command,
 )
 
@@ -38,9 +35,7 @@ def run_command(
     images: ImagesArgument,
     *,
     selection: SelectionOptions,
-    output: OutputOption = DEFAULT_OUTPUT,
-    recursive: RecursiveOption = False,
-    workers: WorkersOption = 1,
+    folders: FolderOptions,
     stats_only: Annotated[bool, typer.Option("--stats-only", help="Write stats.json and summaries only.")] = False,
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="Skip inputs whose stats.json already exists.")
@@ -58,27 +53,11 @@ def run_command(
     from ..batch.pool import ImageJob
 
     config = imaging.config(**selection.settings())
-    job = ImageJob(config, output, stats_only, imaging.image_pixel_limit, debug)
-    items, any_folder = input_items(images, recursive, output)
-    code = execute(items, job, several=any_folder or len(items) > 1, workers=workers or os.cpu_count() or 1,
+    job = ImageJob(config, folders.output, stats_only, imaging.image_pixel_limit, debug)
+    items, any_folder = folders.input_items(images)
+    code = execute(items, job, several=any_folder or len(items) > 1, workers=folders.worker_count,
                    skip_existing=skip_existing, quiet=quiet, json_output=json_output)
     raise typer.Exit(code)
-
-
-def input_items(images: Sequence[str], recursive: bool, output: str) -> tuple[list[InputItem], bool]:
-    """The inputs of a command, and whether a folder was given; unusable arguments are usage errors."""
-    from ..batch.inputs import InputError, expand_inputs
-
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise typer.BadParameter(f"--output {output}: exists and is not a folder")
-    try:
-        items, any_folder = expand_inputs(images, recursive, exclude=output)
-    except InputError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    if not items:
-        hint = "" if recursive else " (try --recursive)"
-        raise typer.BadParameter(f"no images found in {', '.join(images)}{hint}")
-    return items, any_folder
 
 
 def exit_code(failures: Sequence[Failure], interrupted: bool = False) -> int:

@@ -5,15 +5,14 @@ import enum
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from ..core.config import Method
 from .app import EXIT_CODES_TEXT, EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, app
-from .options import DebugOption, ImageOptions, JsonOption, QuietOption, RecursiveOption, command
+from .options import DebugOption, ImageOptions, JsonOption, MethodOption, QuietOption, RecursiveOption, command
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..stats.local import RunReport
@@ -60,59 +59,44 @@ TableOption = Annotated[
 ]
 
 
+# The help of stats' own options (one line each in the signature below).
+HELP = {
+    "alpha": "v2 / budget: one or more alphas, comma-separated and/or start:stop:step (inclusive), "
+    "e.g. 0.2,0.3 or 0.1:0.9:0.1. [default: v2 1.0; budget: required]",
+    "thresholds": "v1: a threshold pair per scale above the base (28 px first); repeat it or separate "
+    'pairs by ";" for several: --thresholds 3,2 --thresholds 4,3. [default: 3,2]',
+    "workers": "Decode processes (0: one per CPU core); --engine ray: the CPUs of a local Ray (0: all).",
+    "batch_size": "Same-size images scored per call on a GPU, or by the Ray engine's actors "
+    "(0: 32 on a GPU, 8 on the CPU). On the CPU the local engine's workers take one image each.",
+    "resume": "Keep the rows already in the table (or left by an interrupted run) and add the missing "
+    "(input, setting) rows.",
+    "save_masks": "Also store each selection (about 200 bytes per 1 MP image); read it back with "
+    "apt_viz.read_masks / decode_masks.",
+    "row_group_size": "Rows per Parquet row group; also how often rows are committed (a kill loses at most "
+    "the uncommitted ones).",
+    "plot": "Write a histogram of the LLM tokens saved per setting beside the table (TABLE.savings.png).",
+    "engine": "local: this machine; ray: Ray Data (pip install apt-viz[ray]).",
+    "ray_address": "--engine ray: the cluster to join (e.g. auto, ray://head:10001); default: a local Ray.",
+}
+
+
 @command(app, "stats", epilog=STATS_EXAMPLES)
 def stats_command(
     inputs: InputsArgument,
     *,
     output: TableOption,
-    patch_selection_method: Annotated[
-        Method,
-        typer.Option("--patch-selection-method", "-m",
-                     help="v1: fixed thresholds; v2: alpha * mean score per scale; budget: round(alpha * N) tokens."),
-    ] = Method.V1,
-    alpha: Annotated[
-        Optional[str],
-        typer.Option(help="v2 / budget: one or more alphas, comma-separated and/or start:stop:step (inclusive), "
-                     "e.g. 0.2,0.3 or 0.1:0.9:0.1. [default: v2 1.0; budget: required]", show_default=False),
-    ] = None,
-    thresholds: Annotated[
-        Optional[list[str]],
-        typer.Option(help="v1: a threshold pair per scale above the base (28 px first); repeat it or separate "
-                     'pairs by ";" for several: --thresholds 3,2 --thresholds 4,3. [default: 3,2]',
-                     show_default=False),
-    ] = None,
+    patch_selection_method: MethodOption = Method.V1,
+    alpha: Annotated[Optional[str], typer.Option(help=HELP["alpha"], show_default=False)] = None,
+    thresholds: Annotated[Optional[list[str]], typer.Option(help=HELP["thresholds"], show_default=False)] = None,
     recursive: RecursiveOption = False,
-    workers: Annotated[
-        int, typer.Option("--workers", "-j", min=0, help="Decode processes (0: one per CPU core); --engine ray: "
-                          "the CPUs of a local Ray (0: all).")
-    ] = 0,
-    batch_size: Annotated[
-        int, typer.Option(min=0, help="Same-size images scored per call on a GPU, or by the Ray engine's actors "
-                          "(0: 32 on a GPU, 8 on the CPU). On the CPU the local engine's workers take one image each.")
-    ] = 0,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Keep the rows already in the table (or left by an interrupted run) "
-                           "and add the missing (input, setting) rows.")
-    ] = False,
-    save_masks: Annotated[
-        bool, typer.Option("--save-masks", help="Also store each selection (about 200 bytes per 1 MP image); "
-                           "read it back with apt_viz.read_masks / decode_masks.")
-    ] = False,
-    row_group_size: Annotated[
-        int, typer.Option(min=1, help="Rows per Parquet row group; also how often rows are committed (a kill "
-                          "loses at most the uncommitted ones).")
-    ] = 4096,
-    plot: Annotated[
-        bool, typer.Option("--plot/--no-plot", help="Write a histogram of the LLM tokens saved per setting "
-                           "beside the table (TABLE.savings.png).")
-    ] = True,
-    engine: Annotated[Engine, typer.Option(help="local: this machine; ray: Ray Data (pip install apt-viz[ray]).")] = (
-        Engine.LOCAL
-    ),
-    ray_address: Annotated[
-        Optional[str], typer.Option(help="--engine ray: the cluster to join (e.g. auto, ray://head:10001); "
-                                    "default: a local Ray.", show_default=False)
-    ] = None,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=0, help=HELP["workers"])] = 0,
+    batch_size: Annotated[int, typer.Option(min=0, help=HELP["batch_size"])] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help=HELP["resume"])] = False,
+    save_masks: Annotated[bool, typer.Option("--save-masks", help=HELP["save_masks"])] = False,
+    row_group_size: Annotated[int, typer.Option(min=1, help=HELP["row_group_size"])] = 4096,
+    plot: Annotated[bool, typer.Option("--plot/--no-plot", help=HELP["plot"])] = True,
+    engine: Annotated[Engine, typer.Option(help=HELP["engine"])] = Engine.LOCAL,
+    ray_address: Annotated[Optional[str], typer.Option(help=HELP["ray_address"], show_default=False)] = None,
     imaging: ImageOptions,
     quiet: QuietOption = False,
     json_output: JsonOption = False,
@@ -188,7 +172,7 @@ def _run_local(plan: StatsPlan, paths: list[str], output: str, workers: int, bat
                row_group_size: int, quiet: bool, started: float) -> RunReport:
     from rich.console import Console
 
-    from ..batch.pool import graceful_stop
+    from ..batch.pool import graceful_stop, progress_bar
     from ..stats.local import run_local
     from ..stats.table import StatsTableError
 
@@ -199,7 +183,8 @@ def _run_local(plan: StatsPlan, paths: list[str], output: str, workers: int, bat
         with graceful_stop() as stop:
             return run_local(plan, paths, output, workers=workers, batch_size=batch_size, resume=resume,
                              row_group_size=row_group_size, stop=stop, started=started,
-                             progress=lambda total: _progress(err, total, enabled=not quiet and total > 1))
+                             progress=lambda total: progress_bar(err, total, "apt-viz stats",
+                                                                 enabled=not quiet and total > 1))
     except StatsTableError as exc:
         raise typer.BadParameter(str(exc)) from None
     except KeyboardInterrupt:
@@ -297,36 +282,3 @@ def _document(report: RunReport, summary: TableSummary, output: str, engine: Eng
         "seconds": report.seconds, "images_per_second": report.images_per_second,
         "summary": summary.to_dict(),
     }
-
-
-@contextmanager
-def _progress(console: Any, total: int, enabled: bool = True) -> Iterator[Any]:
-    """A progress bar with images/s and ETA on ``console``; yields ``advance(n)``."""
-    if not enabled:
-        yield lambda _n: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("apt-viz stats"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("stats", total=total, rate="")
-        started = time.perf_counter()
-        count = 0
-
-        def advance(n: int) -> None:
-            nonlocal count
-            count += n
-            rate = count / max(time.perf_counter() - started, 1e-9)
-            progress.update(task, advance=n, rate=f"{rate:.1f} images/s")
-
-        yield advance

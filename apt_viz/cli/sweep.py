@@ -12,18 +12,16 @@ import typer
 from ..core.config import Method
 from .app import EXIT_CODES_TEXT, app
 from .options import (
-    DEFAULT_OUTPUT,
     DebugOption,
+    FolderOptions,
     ImageOptions,
     ImagesArgument,
     JsonOption,
-    OutputOption,
+    MethodOption,
     QuietOption,
-    RecursiveOption,
-    WorkersOption,
     command,
 )
-from .run import exit_code, input_items, print_failures, run_tasks
+from .run import exit_code, print_failures, run_tasks
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..sweep import SweepRow
@@ -60,25 +58,16 @@ ThresholdsGridOption = Annotated[
         show_default=False,
     ),
 ]
-MethodArgument = Annotated[
-    Method,
-    typer.Option(
-        "--patch-selection-method", "-m",
-        help="v1: fixed thresholds; v2: alpha * mean score per scale; budget: round(alpha * N) tokens.",
-    ),
-]
 
 
 @command(app, "sweep", epilog=SWEEP_EXAMPLES)
 def sweep_command(
     images: ImagesArgument,
     *,
-    patch_selection_method: MethodArgument = Method.V1,
+    patch_selection_method: MethodOption = Method.V1,
     values: ValuesOption = None,
     thresholds_grid: ThresholdsGridOption = None,
-    output: OutputOption = DEFAULT_OUTPUT,
-    recursive: RecursiveOption = False,
-    workers: WorkersOption = 1,
+    folders: FolderOptions,
     imaging: ImageOptions,
     quiet: QuietOption = False,
     json_output: JsonOption = False,
@@ -103,16 +92,16 @@ def sweep_command(
         check_values(method, swept, imaging.num_scales)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    items, _ = input_items(images, recursive, output)
+    items, _ = folders.input_items(images)
 
     job = SweepJob(config, method, tuple(swept), imaging.image_pixel_limit, debug)
-    result = run_tasks(items, job, workers=workers or os.cpu_count() or 1, quiet=quiet or json_output,
+    result = run_tasks(items, job, workers=folders.worker_count, quiet=quiet or json_output,
                        uses_cuda=config.device.startswith("cuda"))
     sweeps = [] if result.interrupted else result.values  # an aggregate needs every image
     aggregated = aggregate_rows(sweeps, method) if sweeps else []
     rows = [row.to_csv_dict() for row in aggregated]  # the CSV's rows, and the JSON's
     image_rows = per_image_rows(sweeps, method)
-    stem = os.path.join(output, f"sweep_{method}")
+    stem = os.path.join(folders.output, f"sweep_{method}")
     if sweeps:
         _write_sweep(stem, rows, image_rows, aggregated)
     if json_output:

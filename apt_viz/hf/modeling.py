@@ -165,6 +165,11 @@ def _merge_groups(
     return starts, llm_cell, merge_rows
 
 
+def _take_apt_inputs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Remove the ``apt_*`` keys from ``kwargs`` and return them (None for those not given)."""
+    return {key: kwargs.pop(key, None) for key in APT_MODEL_INPUTS}
+
+
 class APTQwen2VLModel(Qwen2VLModel):
     """``Qwen2VLModel`` that also accepts the ``apt_*`` inputs (same parameters as the stock model)."""
 
@@ -266,10 +271,6 @@ class APTQwen2VLModel(Qwen2VLModel):
         image_grid_thw: torch.LongTensor | None = None,
         video_grid_thw: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        apt_patch_sizes: torch.Tensor | None = None,
-        apt_patch_positions: torch.Tensor | None = None,
-        apt_num_tokens: torch.Tensor | None = None,
-        apt_num_llm_tokens: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Stock M-RoPE positions; with APT inputs each image token takes its merged-grid cell's position.
@@ -284,11 +285,8 @@ class APTQwen2VLModel(Qwen2VLModel):
             image_grid_thw: (images, 3) stock grids.
             video_grid_thw: Video grids (stock inputs only; APT inputs take no videos).
             attention_mask: (batch, length) 0 on padding.
-            apt_patch_sizes: (n,) cell sizes, with the other ``apt_*`` keys (None: stock positions).
-            apt_patch_positions: (n, 2) top-left base cells.
-            apt_num_tokens: (images,) rows per image.
-            apt_num_llm_tokens: (images,) LLM tokens per image.
-            **kwargs: Ignored, as by the stock method (``generate`` passes all its inputs).
+            **kwargs: The ``apt_*`` keys but ``apt_pixel_values`` (none: stock positions); the rest is
+                ignored, as by the stock method (``generate`` passes all its inputs).
 
         Returns:
             ``(position_ids (3, batch, length), rope_deltas (batch, 1))`` as the stock method.
@@ -296,19 +294,14 @@ class APTQwen2VLModel(Qwen2VLModel):
         Raises:
             ValueError: the placeholders do not match the APT tokens, or videos come with APT inputs.
         """
-        if apt_patch_sizes is None:
+        apt = _take_apt_inputs(kwargs)
+        if apt.get("apt_patch_sizes") is None:
             return super().get_rope_index(
                 input_ids, mm_token_type_ids, image_grid_thw, video_grid_thw, attention_mask, **kwargs
             )
         if video_grid_thw is not None:
             raise ValueError("APT inputs cannot be mixed with videos in one call")
-        layout = self.apt_layout(
-            image_grid_thw,
-            apt_patch_sizes=apt_patch_sizes,
-            apt_patch_positions=apt_patch_positions,
-            apt_num_tokens=apt_num_tokens,
-            apt_num_llm_tokens=apt_num_llm_tokens,
-        )
+        layout = self.apt_layout(image_grid_thw, **apt)
         placeholders = int((input_ids == self.config.image_token_id).sum())
         if placeholders != sum(layout.llm_tokens):
             raise ValueError(
@@ -340,16 +333,7 @@ class APTQwen2VLModel(Qwen2VLModel):
             return positions
         return positions[:, next(self._apt_cells).to(positions.device)]
 
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        apt_pixel_values: torch.Tensor | None = None,
-        apt_patch_sizes: torch.Tensor | None = None,
-        apt_patch_positions: torch.Tensor | None = None,
-        apt_num_tokens: torch.Tensor | None = None,
-        apt_num_llm_tokens: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> Any:
+    def forward(self, input_ids: torch.LongTensor | None = None, **kwargs: Any) -> Any:
         """The stock forward; APT inputs are encoded first and placed with APT M-RoPE positions.
 
         Overridden because the stock forward hands its extra keyword arguments to both the vision
@@ -359,22 +343,15 @@ class APTQwen2VLModel(Qwen2VLModel):
 
         Args:
             input_ids: (batch, length) prompts.
-            apt_pixel_values: (n, C*T*p*p) APT rows (None: the stock forward, unchanged).
-            apt_patch_sizes: (n,) cell sizes in pixels.
-            apt_patch_positions: (n, 2) top-left base cells.
-            apt_num_tokens: (images,) rows per image.
-            apt_num_llm_tokens: (images,) LLM tokens per image.
-            **kwargs: The stock forward's inputs (``pixel_values`` is dropped with APT inputs).
+            **kwargs: The ``apt_*`` keys of the processor (without ``apt_pixel_values``: the stock
+                forward, unchanged) and the stock forward's inputs (``pixel_values`` is dropped with
+                APT inputs).
 
         Returns:
             The stock forward's output.
         """
-        apt = {
-            "apt_patch_sizes": apt_patch_sizes,
-            "apt_patch_positions": apt_patch_positions,
-            "apt_num_tokens": apt_num_tokens,
-            "apt_num_llm_tokens": apt_num_llm_tokens,
-        }
+        apt = _take_apt_inputs(kwargs)
+        apt_pixel_values = apt.pop("apt_pixel_values")
         if apt_pixel_values is None:
             given = [key for key, value in apt.items() if value is not None]
             if given:

@@ -55,16 +55,12 @@ def render_index(
     summary_links = " ".join(
         f'<a href="{quote(name)}">{name}</a>' for name in SUMMARIES if os.path.isfile(os.path.join(out_dir, name))
     )
-    return _PAGE.format(
-        title=html.escape(title),
-        overview=html.escape(_overview(stats_list, failures)),
-        summary_links=f"<p>Summaries: {summary_links}</p>" if summary_links else "",
-        header=header,
-        rows=rows,
-        failures=_failures(failures),
-        style=_STYLE,
-        script=_SCRIPT,
-    )
+    body = "\n".join([
+        f"<p>Summaries: {summary_links}</p>" if summary_links else "",
+        f'<table id="results">\n<thead><tr>{header}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>',
+        _failures(failures),
+    ])
+    return _page(title, _overview(stats_list, failures), body, script=_SCRIPT)
 
 
 def _overview(stats_list: Sequence[StatsRecord], failures: Sequence[Failure]) -> str:
@@ -176,10 +172,9 @@ def render_compare_index(
     rows = "\n".join(_compare_row(out_dir, record) for record in compared)
     count = len(compared)
     overview = f"{count} image{'s' if count != 1 else ''} compared, {len(failures)} failed"
-    return _COMPARE_PAGE.format(
-        title=html.escape(title), overview=html.escape(overview), rows=rows, failures=_failures(failures),
-        style=_STYLE,
-    )
+    header = "<thead><tr><th>sheet</th><th>image and panels</th></tr></thead>"
+    body = f'<table id="sheets">\n{header}\n<tbody>\n{rows}\n</tbody>\n</table>\n{_failures(failures)}'
+    return _page(title, overview, body)
 
 
 def _compare_row(out_dir: str, record: CompareRecord) -> str:
@@ -253,45 +248,25 @@ _PAGE = """<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy"
-  content="default-src 'none'; img-src 'self' file:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+  content="default-src 'none'; img-src 'self' file:; style-src 'unsafe-inline'{script_source}">
 <title>{title}</title>
 <style>{style}</style>
 </head>
 <body>
 <h1>{title}</h1>
 <p id="overview">{overview}</p>
-{summary_links}
-<table id="results">
-<thead><tr>{header}</tr></thead>
-<tbody>
-{rows}
-</tbody>
-</table>
-{failures}
-<script>{script}</script>
+{body}
 </body>
 </html>
 """
 
-_COMPARE_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy"
-  content="default-src 'none'; img-src 'self' file:; style-src 'unsafe-inline'">
-<title>{title}</title>
-<style>{style}</style>
-</head>
-<body>
-<h1>{title}</h1>
-<p id="overview">{overview}</p>
-<table id="sheets">
-<thead><tr><th>sheet</th><th>image and panels</th></tr></thead>
-<tbody>
-{rows}
-</tbody>
-</table>
-{failures}
-</body>
-</html>
-"""
+
+def _page(title: str, overview: str, body: str, script: str | None = None) -> str:
+    """One offline page: inline style (and script, which its Content-Security-Policy then allows)."""
+    return _PAGE.format(
+        title=html.escape(title),
+        overview=html.escape(overview),
+        body=body if script is None else f"{body}\n<script>{script}</script>",
+        style=_STYLE,
+        script_source="" if script is None else "; script-src 'unsafe-inline'",
+    )

@@ -13,15 +13,9 @@ from __future__ import annotations
 from ..core._lazy import lazy_exports
 
 _EXPORTS = {
-    "decode_masks": "masks",
-    "encode_masks": "masks",
-    "read_masks": "masks",
-    "SavedSelection": "masks",
-    "Setting": "settings",
-    "StatsPlan": "settings",
-    "settings_of": "settings",
-    "run_local": "local",
-    "RunReport": "local",
+    **dict.fromkeys(("decode_masks", "encode_masks", "read_masks", "SavedSelection"), "masks"),
+    **dict.fromkeys(("Setting", "StatsPlan", "settings_of"), "settings"),
+    **dict.fromkeys(("run_local", "RunReport"), "local"),
     "run_ray": "ray_engine",
     "summarise": "summary",
     "COLUMNS": "rows",
