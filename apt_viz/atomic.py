@@ -79,7 +79,8 @@ def save_image(image: Image.Image, path: PathLike, **params: Any) -> None:
     from PIL import Image
 
     extension = os.path.splitext(os.fspath(path))[1].lower()
-    image_format = Image.registered_extensions().get(extension)
+    Image.preinit()  # the common formats (JPEG, PNG, ...); every plugin only when needed (~50 ms)
+    image_format = Image.EXTENSION.get(extension) or Image.registered_extensions().get(extension)
     if image_format is None:
         raise ValueError(f"{os.fspath(path)}: unknown image extension {extension!r}")
     with atomic_open(path, "wb") as handle:

@@ -39,7 +39,7 @@ def expand_inputs(
     the file's path relative to the folder with ``/`` folded to ``__`` (``sub__cat.jpg``), a
     file's name is its base name; a name already taken gets ``~2``, ``~3``... in input order.
     """
-    extensions = image_extensions()
+    extensions: frozenset[str] | None = None  # every Pillow plugin is loaded (~50 ms) only to scan a folder
     excluded = os.path.realpath(exclude) if exclude is not None else None
     found: list[tuple[str, str]] = []
     any_folder = False
@@ -47,6 +47,7 @@ def expand_inputs(
         path = os.fspath(raw)
         if os.path.isdir(path):
             any_folder = True
+            extensions = extensions or image_extensions()
             found.extend(
                 (os.path.join(path, rel), rel.replace(os.sep, NAME_SEPARATOR))
                 for rel in _folder_images(path, recursive, extensions, excluded)
