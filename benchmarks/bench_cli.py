@@ -27,34 +27,29 @@ REPO = Path(__file__).resolve().parent.parent
 COMMAND = [sys.executable, "-m", "apt_viz"]
 
 
-def wall(args: list[str], repeat: int) -> float:
-    """Best wall time of ``apt-viz args`` over ``repeat`` runs (fails loudly on a non-zero exit)."""
+def best_seconds(command: list[str], repeat: int) -> float:
+    """Best wall time of ``command`` over ``repeat`` runs (fails loudly on a non-zero exit)."""
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
-        subprocess.run([*COMMAND, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def wall(args: list[str], repeat: int) -> float:
+    """Best wall time of ``apt-viz args``."""
+    return best_seconds([*COMMAND, *args], repeat)
 
 
 def startup_seconds(repeat: int) -> float:
     """What every run pays before its first image: the interpreter, the CLI and torch."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import apt_viz.cli, apt_viz.analysis"], check=True)
-        best = min(best, time.perf_counter() - start)
-    return best
+    return best_seconds([sys.executable, "-c", "import apt_viz.cli, apt_viz.analysis"], repeat)
 
 
 def import_torch_seconds(repeat: int) -> float:
-    """Best wall time of ``python -c "import torch"``: what any torch program pays before its first line."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import torch"], check=True)
-        best = min(best, time.perf_counter() - start)
-    return best
+    """``python -c "import torch"``: what any torch program pays before its first line."""
+    return best_seconds([sys.executable, "-c", "import torch"], repeat)
 
 
 def make_images(folder: Path, count: int) -> Path:
