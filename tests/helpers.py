@@ -1,6 +1,9 @@
 """Helpers and worked cases shared by the tests (imported as ``helpers``; fixtures live in conftest)."""
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -9,6 +12,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_IMG_DIR = REPO_ROOT / "test_img"
 PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
 PHOTO_PATHS = {name: TEST_IMG_DIR / f"{name}.jpg" for name in PHOTO_NAMES}
+
+
+def cli_imports(*argvs: list[str], watch: tuple[str, ...]) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run ``apt_viz.cli.main`` on each argv in a fresh interpreter; return the process and which of
+    the ``watch`` top-level modules it had imported by the end (for start-up cost checks)."""
+    probe = (
+        "import sys\nfrom apt_viz.cli import main\n"
+        f"for argv in {list(argvs)!r}:\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        f"print('IMPORTED', sorted({{m.split('.')[0] for m in sys.modules}} & set({watch!r})))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    marker = [line for line in result.stdout.splitlines() if line.startswith("IMPORTED ")]
+    imported = ast.literal_eval(marker[-1].removeprefix("IMPORTED ")) if marker else ["<probe failed>"]
+    return result, imported
 
 
 def grid(rows: list[list[float]]) -> torch.Tensor:

@@ -22,7 +22,7 @@ from apt_viz.core.flops import QWEN2_VL_7B, prefill_flops, vision_flops
 from apt_viz.core.qwen2vl import ResizeSpec
 from apt_viz.imaging import load_image
 
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, cli_imports
 
 runner = CliRunner()
 QUICK = ["--preset", "tiny", "--device", "cpu", "--alphas", "0.3,1", "--batch", "1,2", "--megapixels", "0.05",
@@ -150,15 +150,11 @@ def test_an_unreadable_input_fails_alone(tmp_path, photo_paths):
 
 @pytest.mark.slow
 def test_bench_help_imports_no_heavy_module():
-    probe = (
-        "import sys\nfrom apt_viz.cli import main\n"
-        "try:\n    main(['bench', '--help'])\nexcept SystemExit:\n    pass\n"
-        "print('HEAVY', sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'torch', 'torchvision', 'transformers', 'matplotlib', 'cv2', 'numpy'}))\n"
+    result, imported = cli_imports(
+        ["bench", "--help"], watch=("torch", "torchvision", "transformers", "matplotlib", "cv2", "numpy")
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "HEAVY []" in result.stdout
+    assert imported == []
 
 
 @pytest.mark.slow

@@ -13,6 +13,8 @@ from PIL import Image
 
 from apt_viz.atomic import leftover_temp_files
 
+from helpers import cli_imports
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 HEAVY = ("torch", "torchvision", "transformers", "matplotlib", "cv2")
@@ -25,15 +27,9 @@ def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 def test_help_does_not_import_heavy_modules():
-    probe = (
-        "import sys\nfrom apt_viz.cli import main\n"
-        "for argv in (['--help'], ['run', '--help'], ['--version']):\n"
-        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-        f"print('HEAVY', sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))\n"
-    )
-    result = run([PYTHON, "-c", probe])
+    result, imported = cli_imports(["--help"], ["run", "--help"], ["--version"], watch=HEAVY)
     assert result.returncode == 0, result.stderr
-    assert "HEAVY []" in result.stdout
+    assert imported == []
 
 
 def test_entry_points_agree(tmp_path):

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,7 +19,7 @@ from typer.testing import CliRunner
 from apt_viz.cli import app, route
 from apt_viz.cli.options import join_threshold_values
 
-from helpers import PHOTO_PATHS
+from helpers import PHOTO_PATHS, cli_imports
 
 runner = CliRunner()
 KEY = ["path", "setting"]
@@ -279,16 +277,12 @@ def test_summary_json_and_plot(photo_folder, tmp_path):
 
 @pytest.mark.slow
 def test_stats_help_is_instant():
-    probe = (
-        "import sys\nfrom apt_viz.cli import main\n"
-        "try:\n    main(['stats', '--help'])\nexcept SystemExit:\n    pass\n"
-        "print('HEAVY', sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'pyarrow', 'ray', 'transformers', "
-        "'matplotlib', 'numpy', 'pandas'}))\n"
+    result, imported = cli_imports(
+        ["stats", "--help"], watch=("torch", "pyarrow", "ray", "transformers", "matplotlib", "numpy", "pandas")
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "--alpha" in result.stdout and "--resume" in result.stdout
-    assert "HEAVY []" in result.stdout
+    assert imported == []
 
 
 # --- the GPU's path, on the CPU ---------------------------------------------------------------------------
