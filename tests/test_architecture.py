@@ -14,10 +14,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "apt_viz"
 LAYERS = [
     {"core"},
     {"_text", "atomic", "imaging"},
-    {"analysis", "sweep"},
+    {"analysis"},
+    {"fidelity"},
+    {"sweep"},
     {"render", "report"},
     {"batch"},
     {"stats", "hf"},
+    {"bench", "eval"},
     {"cli", "__main__"},
 ]
 BLOCKED = ("PIL", "matplotlib", "cv2", "typer", "rich", "transformers", "torchvision")
