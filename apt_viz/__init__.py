@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .core._lazy import lazy_exports
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _EXPORTS = {
     # Qwen2-VL geometry and settings

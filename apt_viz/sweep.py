@@ -29,7 +29,7 @@ SweepValue = Union[float, tuple[float, ...]]
 
 DEFAULT_ALPHA_RANGES = {"budget": (0.1, 1.0, 0.1), "v2": (0.5, 1.5, 0.1)}
 DEFAULT_V1_RANGE = (2.0, 6.0, 0.5)  # first threshold t; the next ones are t - 1, t - 2, ...
-METRICS = ("tokens", "retention", "llm_tokens", "llm_retention")
+METRICS = ("vision_tokens", "retention", "llm_tokens", "llm_retention")
 
 
 # --- values --------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ CSV_COLUMNS = (
     "target_retention",
 )
 PER_IMAGE_CSV_COLUMNS = (
-    "image", "method", "value", "tokens", "base_tokens", "retention", "llm_tokens", "llm_retention", "thresholds"
+    "image", "method", "value", "vision_tokens", "base_tokens", "retention", "llm_tokens", "llm_retention", "thresholds"
 )
 
 
@@ -266,7 +266,7 @@ def per_image_rows(sweeps: Sequence[ImageSweep], method: str) -> list[dict[str, 
                     "image": sweep.source or "",
                     "method": method,
                     "value": format_value(point.value),
-                    "tokens": point.stats.tokens,
+                    "vision_tokens": point.stats.vision_tokens,
                     "base_tokens": point.stats.base_tokens,
                     "retention": point.stats.retention,
                     "llm_tokens": point.stats.llm_tokens,

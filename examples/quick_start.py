@@ -72,7 +72,7 @@ def main(image_path: str | Path = REPO_ROOT / "test_img" / "astronaut.jpg") -> l
     inputs = processor(images=[image], text=[PROMPT], return_tensors="pt")
     lines.append(describe("2. attributes: budget, alpha=0.3", inputs, processor.image_processor.merge_size))
     info = processor.image_processor.last_budget_info[0]
-    lines.append(f"   budget {info.budget} tokens -> {info.actual_tokens}, per size {info.tokens_per_scale}")
+    lines.append(f"   budget {info.budget} tokens -> {info.vision_tokens}, per size {info.tokens_per_scale}")
 
     # 3. Per call (this call only; the attributes stay budget / 0.3).
     inputs = processor(

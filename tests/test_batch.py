@@ -106,7 +106,7 @@ def test_pool_matches_serial_and_skip_existing(tmp_path, photo_paths):
     items = [InputItem(str(path), f"{name}.jpg") for name, path in sorted(photo_paths.items())]
     serial = run_batch(items, ImageJob(CPU, str(tmp_path / "serial"), stats_only=True))
     pooled = run_batch(items, ImageJob(CPU, str(tmp_path / "pool"), stats_only=True), workers=2)
-    assert [s["tokens"] for s in serial.values] == [s["tokens"] for s in pooled.values]
+    assert [s["vision_tokens"] for s in serial.values] == [s["vision_tokens"] for s in pooled.values]
     assert [s["name"] for s in pooled.values] == [item.name for item in items]  # input order kept
     assert not any((tmp_path / "pool" / item.name / "01_heatmaps").exists() for item in items)
 
@@ -118,7 +118,7 @@ def test_pool_matches_serial_and_skip_existing(tmp_path, photo_paths):
                       on_done=lambda outcome: done.append((outcome.item.name, outcome.skipped)))
     assert again.skipped == 3 and sorted(done) == [("astronaut.jpg", True), ("chelsea.jpg", True),
                                                    ("coffee.jpg", False), ("rocket.jpg", True)]
-    assert [s["tokens"] for s in again.values] == [s["tokens"] for s in serial.values]
+    assert [s["vision_tokens"] for s in again.values] == [s["vision_tokens"] for s in serial.values]
 
 
 def test_stop_flag_stops_before_next_image(tmp_path, photo_paths):

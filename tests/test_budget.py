@@ -66,8 +66,8 @@ def test_case1_alpha_half_exact_masks():
             "min_tokens": 2,
             "budget": 16,
             "k": 4,
-            "actual_tokens": 14,
-            "actual_retention": 14 / 32,
+            "vision_tokens": 14,
+            "retention": 14 / 32,
             "target_retention": 0.5,
             "tokens_per_scale": {"14": 8, "28": 6, "56": 0},
             "clamped": False,
@@ -86,8 +86,8 @@ def test_case1_every_prefix_of_the_hand_order(k):
         expected = _masks_after_splits(CASE1_ORDER[:k], {14: (4, 8), 28: (2, 4), 56: (1, 2)})
         for size in (14, 28, 56):
             assert torch.equal(masks[size], expected[size]), (k, slack, size)
-        assert info.k == k and info.budget == target + slack and info.actual_tokens == target
-        assert 0 <= info.budget - info.actual_tokens < 3
+        assert info.k == k and info.budget == target + slack and info.vision_tokens == target
+        assert 0 <= info.budget - info.vision_tokens < 3
 
 
 def test_case1_python_round_for_the_target():
@@ -99,13 +99,13 @@ def test_case1_python_round_for_the_target():
 def test_case1_clamped_below_the_minimum():
     masks, (info,) = select_patches_by_budget(CASE1_MAPS, 1 / 32)  # T = 1 < 2
     assert info.clamped is True and info.budget == 1 and info.k == 0
-    assert info.actual_tokens == info.min_tokens == 2
+    assert info.vision_tokens == info.min_tokens == 2
     assert torch.equal(masks[56], grid([[1, 1]])) and int(masks[28].sum()) == int(masks[14].sum()) == 0
 
 
 def test_case1_fully_split():
     masks, (info,) = select_patches_by_budget(CASE1_MAPS, 1.0)
-    assert info.k == 10 and info.actual_tokens == 32 and not info.clamped
+    assert info.k == 10 and info.vision_tokens == 32 and not info.clamped
     assert torch.equal(masks[14], torch.ones(1, 4, 8))
 
 
@@ -163,7 +163,7 @@ def test_case2_forced_splits_alpha_half():
                                         [0, 0, 0, 0, 1, 1],
                                         [1, 1, 1, 1, 1, 1]]))
     assert (info.base_tokens, info.min_tokens, info.budget, info.k) == (30, 9, 15, 2)
-    assert info.actual_tokens == 15 and info.tokens_per_scale == {14: 14, 28: 0, 56: 1}
+    assert info.vision_tokens == 15 and info.tokens_per_scale == {14: 14, 28: 0, 56: 1}
     assert not info.clamped
 
 
@@ -173,16 +173,16 @@ def test_case2_next_split_is_the_whole_56_cell():
     assert torch.equal(masks[28], grid([[1, 1, 0],
                                         [1, 1, 0],
                                         [0, 0, 0]]))
-    assert info.k == 3 and info.actual_tokens == 18
+    assert info.k == 3 and info.vision_tokens == 18
 
 
 def test_case2_clamped_and_full():
     masks, (info,) = _case2(0.2)  # T = 6 < 9
-    assert info.clamped and info.k == 0 and info.actual_tokens == 9 and info.budget == 6
+    assert info.clamped and info.k == 0 and info.vision_tokens == 9 and info.budget == 6
     assert torch.equal(masks[56], grid([[1, 0], [0, 0]]))
     assert torch.equal(masks[28], grid([[0, 0, 1], [0, 0, 1], [0, 0, 0]]))
     masks, (info,) = _case2(1.0)  # T = 30 = N: all 7 whole cells split
-    assert info.k == 7 and info.actual_tokens == 30 and torch.equal(masks[14], torch.ones(1, 5, 6))
+    assert info.k == 7 and info.vision_tokens == 30 and torch.equal(masks[14], torch.ones(1, 5, 6))
 
 
 @pytest.mark.parametrize("alpha", [0.2, 0.34, 0.5, 0.6, 0.77, 1.0])
@@ -207,7 +207,7 @@ def test_budget_on_photos_hits_the_target(name, resized_photos):
         assert n == (size[0] // 14) * (size[1] // 14)
         assert info.budget == round(alpha * n)
         tokens = int(sum(m.sum() for m in masks.values()))
-        assert tokens == info.actual_tokens == sum(info.tokens_per_scale.values())
+        assert tokens == info.vision_tokens == sum(info.tokens_per_scale.values())
         if not info.clamped:
             assert 0 <= info.budget - tokens < 3
         assert tokens >= previous

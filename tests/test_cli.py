@@ -120,7 +120,7 @@ def test_single_image_artifacts_and_stats_match_library(tmp_path, photo_paths, m
         + [f"importance_overlay_scale_{s}.jpg" for s in (14, 28, 56)]
     )
     regions = render.llm_token_pixels(expected.resized, expected.masks, expected.config.merge_size)
-    assert len(np.unique(regions.labels)) == stats["qwen2vl"]["llm_tokens"]  # one region per LLM token
+    assert len(np.unique(regions.labels)) == stats["llm_tokens"]  # one region per LLM token
     with Image.open(folder / LLM_TOKENS_PATH) as image:
         assert image.format == "JPEG" and image.width >= resized_w and image.height > resized_h
         drawn = np.asarray(image.convert("RGB"), dtype=np.float64)[:resized_h, :resized_w]
@@ -133,7 +133,7 @@ def test_single_image_artifacts_and_stats_match_library(tmp_path, photo_paths, m
     # Not a terminal: the compact table, one line for the image.
     (row,) = [line.split() for line in result.stdout.splitlines() if line.startswith("rocket.jpg")]
     stats = expected.stats
-    assert row[-4:] == [f"{stats.retention:.1%}", f"{stats.tokens}/{stats.base_tokens}",
+    assert row[-4:] == [f"{stats.retention:.1%}", f"{stats.vision_tokens}/{stats.base_tokens}",
                         f"{stats.llm_tokens}/{stats.baseline_llm_tokens}", f"{stats.llm_retention:.1%}"]
     assert row[1] == method
     assert not (tmp_path / "summary.json").exists()  # a single file is not a folder run
@@ -182,7 +182,7 @@ def test_folder_with_corrupt_file_exits_1_and_completes_the_rest(tmp_path, photo
                                                "min": min(retentions), "max": max(retentions)}
     rows = list(csv.DictReader(io.StringIO((out / "summary.csv").read_text())))
     assert [(r["name"], r["status"]) for r in rows] == [(n, "ok") for n in good] + [("", "failed")]
-    assert [int(r["tokens"]) for r in rows[:3]] == [image["tokens"] for image in summary["images"]]
+    assert [int(r["vision_tokens"]) for r in rows[:3]] == [image["vision_tokens"] for image in summary["images"]]
     text = one_line(result.stdout)
     assert "3 image(s) done, 1 failed" in text
     assert f"retention mean {np.mean(retentions):.1%}, min {min(retentions):.1%}, max {max(retentions):.1%}" in text
@@ -197,7 +197,7 @@ def test_json_output_is_the_only_stdout(tmp_path, photo_paths):
     assert [image["name"] for image in document["images"]] == ["chelsea.jpg", "coffee.jpg"]
     expected = stats_record(analyze_image(photo_paths["coffee"], APTConfig(method="v2", alpha=0.9, device="cpu")))
     assert document["images"][1]["thresholds"] == expected["thresholds"]
-    assert document["summary"]["tokens"] == sum(image["tokens"] for image in document["images"])
+    assert document["summary"]["vision_tokens"] == sum(image["vision_tokens"] for image in document["images"])
     assert document["failures"] == [] and document["config"]["method"] == "v2"
 
 
@@ -210,12 +210,13 @@ def test_stats_only_skip_existing_and_quiet(tmp_path, photo_paths):
     first = invoke(inputs, "-o", out, "--stats-only", "-q", "--device", "cpu")
     assert first.exit_code == 0 and first.stdout == ""
     assert sorted(p.name for p in (out / "rocket.jpg").iterdir()) == ["stats.json"]
-    (out / "rocket.jpg" / "stats.json").unlink()
+    older = out / "rocket.jpg" / "stats.json"  # a record of an older schema is redone, not reported
+    older.write_text(json.dumps({**json.loads(older.read_text()), "schema_version": 2}))
     before = (out / "astronaut.jpg" / "stats.json").stat().st_mtime_ns
     again = invoke(inputs, "-o", out, "--stats-only", "--skip-existing", "--device", "cpu")
     assert again.exit_code == 0
     assert (out / "astronaut.jpg" / "stats.json").stat().st_mtime_ns == before  # not redone
-    assert (out / "rocket.jpg" / "stats.json").is_file()
+    assert json.loads(older.read_text())["schema_version"] == 3
     assert "1 already done (skipped)" in one_line(again.stdout)
     assert len(json.loads((out / "summary.json").read_text())["images"]) == 2
 

@@ -52,7 +52,7 @@ def test_captions_carry_retention_and_token_counts(rocket):
     for panel in compare_sheet(rocket).panels:
         stats = panel.analysis.stats
         caption = panel_caption(panel.analysis)
-        assert f"{stats.tokens} / {stats.base_tokens} patches ({stats.retention:.1%})" in caption
+        assert f"{stats.vision_tokens} / {stats.base_tokens} patches ({stats.retention:.1%})" in caption
         assert caption.endswith(f"LLM {stats.llm_tokens} / {stats.baseline_llm_tokens}")
         assert caption.startswith(panel.analysis.config.method)
 
@@ -69,9 +69,9 @@ def test_alphas_give_a_row_each_and_v1_once(rocket):
     assert all(panel.box[0] == columns[settings_of(panel)[0]] for panel in sheet.panels)  # methods stay in their column
     assert all(panel.box[2] - panel.box[0] <= 300 for panel in sheet.panels)
     budget = [panel for panel in sheet.panels if panel.analysis.config.method == "budget"]
-    assert [p.analysis.stats.tokens for p in budget] == [
-        p.analysis.budget_info.actual_tokens for p in budget
-    ] and budget[0].analysis.stats.tokens < budget[1].analysis.stats.tokens
+    assert [p.analysis.stats.vision_tokens for p in budget] == [
+        p.analysis.budget_info.vision_tokens for p in budget
+    ] and budget[0].analysis.stats.vision_tokens < budget[1].analysis.stats.vision_tokens
 
 
 def test_v1_uses_the_configured_thresholds():
@@ -104,7 +104,7 @@ def test_compare_command_writes_the_sheet(tmp_path, capsys):
     assert len(rows) == len(expected.panels)  # the compact table (not a terminal): a line per panel
     for row, panel in zip(rows, expected.panels):
         stats = panel.analysis.stats
-        assert row[1] == panel.analysis.config.method and row[-3] == f"{stats.tokens}/{stats.base_tokens}"
+        assert row[1] == panel.analysis.config.method and row[-3] == f"{stats.vision_tokens}/{stats.base_tokens}"
 
 
 def test_compare_on_a_folder_gives_one_sheet_per_image_and_an_index(tmp_path, capsys):

@@ -136,12 +136,12 @@ def test_stats_json_records_the_flops_of_every_image(photo_paths):
     analysis = analyze_image(photo_paths["astronaut"], APTConfig(method="budget", alpha=0.3))
     record = stats_record(analysis)["flops"]
     stats = analysis.stats
-    assert (stats.tokens, stats.base_tokens, stats.llm_tokens, stats.baseline_llm_tokens) == (387, 1296, 186, 324)
+    assert (stats.vision_tokens, stats.base_tokens, stats.llm_tokens, stats.baseline_llm_tokens) == (387, 1296, 186, 324)
     arch = ARCHITECTURES["qwen2-vl-2b"]
     assert record == image_flops(arch, 387, 1296, 186, 324).to_dict()
     assert record["architecture"] == "qwen2-vl-2b" and record["text_tokens"] == 0
-    assert record["vision_stock"] == vision_flops(arch, 1296, 324)
-    assert record["prefill_apt"] == prefill_flops(arch, 186)
+    assert record["baseline_vision_flops"] == vision_flops(arch, 1296, 324)
+    assert record["prefill_flops"] == prefill_flops(arch, 186)
     # Below the token ratios 387 / 1296 = 0.299 and 186 / 324 = 0.574: attention is quadratic in the tokens.
-    assert record["vision_ratio"] == pytest.approx(0.2719, abs=1e-4)
-    assert record["prefill_ratio"] == pytest.approx(0.5715, abs=1e-4)
+    assert record["vision_flops_ratio"] == pytest.approx(0.2719, abs=1e-4)
+    assert record["prefill_flops_ratio"] == pytest.approx(0.5715, abs=1e-4)

@@ -182,7 +182,7 @@ def test_apt_outputs_match_patch_tokenizer(stock_cls, apt_cls, settings, images)
             assert torch.equal(rows[raster], expected), f"image {i}, {size} px patches"
     if settings["patch_selection_method"] == "budget":
         assert ip.last_budget_info == reference_budget_info
-        assert [info.actual_tokens for info in ip.last_budget_info] == tokens.tolist()
+        assert [info.vision_tokens for info in ip.last_budget_info] == tokens.tolist()
     else:
         assert ip.last_budget_info is None
 

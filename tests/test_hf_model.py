@@ -326,7 +326,7 @@ def test_the_generate_example_runs_offline_with_the_readme_counts(photo_paths):
     spec.loader.exec_module(module)
     lines = module.main(photo_paths["astronaut"])
     stats = analyze_image(photo_paths["astronaut"], APTConfig(method="budget", alpha=0.3)).stats
-    assert (stats.tokens, stats.llm_tokens) == (387, 186)
+    assert (stats.vision_tokens, stats.llm_tokens) == (387, 186)
     assert lines[0].startswith("vision encoder rows: 387 of 1296 base patches")
     assert lines[1] == "image tokens in the prompt: 186 = apt_num_llm_tokens 186 (stock: 324)"
     assert lines[2].startswith("generated (random weights): ")

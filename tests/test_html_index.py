@@ -118,12 +118,12 @@ def test_table_numbers_come_from_stats_json(out_dir):
         _, _, name, size, method, setting, tokens, n, retention, llm, llm_ratio, links = row["cells"]
         assert name == stats["name"] and method == stats["method"] and setting == selection_setting(stats)
         assert size == f"{stats['resized_size']['width']}\u00d7{stats['resized_size']['height']}"
-        assert (int(tokens), int(n)) == (stats["tokens"], stats["base_tokens"])
-        assert float(retention) == pytest.approx(stats["tokens"] / stats["base_tokens"], abs=5e-4)
-        assert int(llm) == stats["qwen2vl"]["llm_tokens"]
-        assert float(llm_ratio) == pytest.approx(stats["qwen2vl"]["llm_ratio"], abs=5e-4)
+        assert (int(tokens), int(n)) == (stats["vision_tokens"], stats["base_tokens"])
+        assert float(retention) == pytest.approx(stats["vision_tokens"] / stats["base_tokens"], abs=5e-4)
+        assert int(llm) == stats["llm_tokens"]
+        assert float(llm_ratio) == pytest.approx(stats["llm_retention"], abs=5e-4)
         keys = row["keys"]  # sort keys are the exact values, not the rounded text
-        assert float(keys[8]) == stats["retention"] and int(keys[6]) == stats["tokens"]
+        assert float(keys[8]) == stats["retention"] and int(keys[6]) == stats["vision_tokens"]
         assert int(keys[3]) == stats["resized_size"]["width"] * stats["resized_size"]["height"]
         assert links == ("stats heatmap 14 heatmap 28 heatmap 56 heatmap 14 on image heatmap 28 on image "
                          "heatmap 56 on image overlay LLM tokens original resized")
@@ -133,7 +133,7 @@ def test_overview_counts_images_and_failures(out_dir):
     stats_list = stats_of(out_dir)
     page = render_index(out_dir, stats_list, FAILURES)
     mean = sum(stats["retention"] for stats in stats_list) / len(stats_list)
-    tokens = sum(stats["tokens"] for stats in stats_list)
+    tokens = sum(stats["vision_tokens"] for stats in stats_list)
     base = sum(stats["base_tokens"] for stats in stats_list)
     assert f"3 images analysed, 2 failed; mean retention {mean:.3f}, {tokens} of {base} base patches" in page
 

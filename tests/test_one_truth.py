@@ -105,7 +105,7 @@ def test_cli_stats_equal_processor_on_photos(backend, method, settings, tmp_path
         expected = processor_view(backend, PHOTOS[name], method, settings)
         assert record["backend"] == backend
         assert record["tokens_per_scale"] == {str(s): n for s, n in expected["tokens_per_scale"].items()}
-        assert record["qwen2vl"]["llm_tokens"] == expected["llm_tokens"]
+        assert record["llm_tokens"] == expected["llm_tokens"]
         height, width = expected["pixels"].shape[-2:]
         assert (record["resized_size"]["height"], record["resized_size"]["width"]) == (height, width)
 

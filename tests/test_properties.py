@@ -80,7 +80,7 @@ def test_budget_bounds(image, scorer, alpha):
     tokens = int(per_image_tokens(masks)[0])
     n = maps[14].shape[-2] * maps[14].shape[-1]
     assert info.budget == round(alpha * n) and info.base_tokens == n
-    assert tokens == info.actual_tokens
+    assert tokens == info.vision_tokens
     if info.clamped:
         assert info.budget < tokens == info.min_tokens
     else:

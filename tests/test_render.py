@@ -240,9 +240,9 @@ def test_llm_token_regions_equal_the_recorded_llm_tokens(photo_paths, config):
     analysis = analyze_image(photo_paths["rocket"], config)
     drawn = render.llm_token_pixels(analysis.resized, analysis.masks, analysis.config.merge_size)
     record = stats_record(analysis)
-    assert len(np.unique(drawn.labels)) == drawn.tokens == record["qwen2vl"]["llm_tokens"]
+    assert len(np.unique(drawn.labels)) == drawn.tokens == record["llm_tokens"]
     assert [k.tokens for k in drawn.kinds][1:] == [record["tokens_per_scale"][s] for s in ("28", "56")]
     assert drawn.pixels.shape == (*analysis.resized_hw, 3)
     caption = render.llm_tokens.llm_token_caption(analysis)
-    assert f"{record['qwen2vl']['llm_tokens']} / {record['qwen2vl']['baseline_llm_tokens']} LLM tokens" in caption
-    assert f"{record['tokens']} / {record['base_tokens']} vision tokens" in caption
+    assert f"{record['llm_tokens']} / {record['baseline_llm_tokens']} LLM tokens" in caption
+    assert f"{record['vision_tokens']} / {record['base_tokens']} vision tokens" in caption

@@ -109,19 +109,19 @@ def test_rows_equal_run_stats_only(photo_folder, tmp_path, one_torch_thread, arg
             assert row["alpha"] == record["alpha"]
             assert row["thresholds"] == record["thresholds"]  # v2: the effective per-image ones, bit for bit
             assert row["base_tokens"] == record["base_tokens"]
-            assert row["tokens"] == record["tokens"]
+            assert row["vision_tokens"] == record["vision_tokens"]
             assert [row["tokens_14"], row["tokens_28"], row["tokens_56"]] == [record["tokens_per_scale"][s] for s in ("14", "28", "56")]
             assert row["retention"] == record["retention"]
             assert row["target_retention"] == record["target_retention"]
-            assert row["llm_tokens"] == record["qwen2vl"]["llm_tokens"]
-            assert row["baseline_llm_tokens"] == record["qwen2vl"]["baseline_llm_tokens"]
-            assert row["llm_retention"] == record["qwen2vl"]["llm_ratio"]
+            assert row["llm_tokens"] == record["llm_tokens"]
+            assert row["baseline_llm_tokens"] == record["baseline_llm_tokens"]
+            assert row["llm_retention"] == record["llm_retention"]
             info = record["budget_info"]
             assert (row["budget"], row["clamped"]) == ((info["budget"], info["clamped"]) if info else (None, None))
             flops = record["flops"]
             assert (row["vision_flops"], row["baseline_vision_flops"], row["prefill_flops"], row["baseline_prefill_flops"],
-                    row["flops_architecture"]) == (flops["vision_apt"], flops["vision_stock"], flops["prefill_apt"],
-                                                   flops["prefill_stock"], flops["architecture"])
+                    row["flops_architecture"]) == (flops["vision_flops"], flops["baseline_vision_flops"], flops["prefill_flops"],
+                                                   flops["baseline_prefill_flops"], flops["architecture"])
 
 
 # --- settings lists ------------------------------------------------------------------------------------
@@ -169,9 +169,9 @@ def test_bad_inputs_get_error_rows_and_the_run_goes_on(tmp_path):
     assert "not a readable image" in errors["text.jpg"] and "empty file" in errors["empty.png"]
     assert "aspect ratio" in errors["too_wide.png"]
     too_wide = next(row for row in rows if row["path"].endswith("too_wide.png"))
-    assert (too_wide["width"], too_wide["height"], too_wide["tokens"]) == (402, 2, None)  # known before resizing
+    assert (too_wide["width"], too_wide["height"], too_wide["vision_tokens"]) == (402, 2, None)  # known before resizing
     assert {row["setting"] for row in rows if row["path"].endswith("text.jpg")} == {"v2 alpha=1", "v2 alpha=1.5"}
-    assert all(row["tokens"] > 0 for row in rows if row["error"] is None)
+    assert all(row["vision_tokens"] > 0 for row in rows if row["error"] is None)
     assert "failed: " in result.stderr and "text.jpg: not a readable image" in result.stderr
 
 

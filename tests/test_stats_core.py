@@ -190,8 +190,8 @@ def test_budget_info_is_unchanged_by_the_host_side_geometry():
     masks, info = select_patches_by_budget(maps, 0.4, (250, 370))
     rows, cols = math.ceil(250 / 14), math.ceil(370 / 14)
     assert info[0].base_tokens == rows * cols
-    assert info[0].actual_tokens == int(sum(m.sum() for m in masks.values()))
-    assert info[0].min_tokens < info[0].actual_tokens <= info[0].budget
+    assert info[0].vision_tokens == int(sum(m.sum() for m in masks.values()))
+    assert info[0].min_tokens < info[0].vision_tokens <= info[0].budget
 
 
 # --- the resize of the torchvision backend ---------------------------------------------------------------

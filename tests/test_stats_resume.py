@@ -135,7 +135,7 @@ def plan() -> StatsPlan:
 
 
 def row(path: str, error: str | None = None, tokens: int = 10) -> dict:
-    return {"path": path, "setting": "v2 alpha=1", "error": error, "tokens": None if error else tokens}
+    return {"path": path, "setting": "v2 alpha=1", "error": error, "vision_tokens": None if error else tokens}
 
 
 def test_latest_row_wins_when_parts_were_already_merged(tmp_path):
@@ -156,7 +156,7 @@ def test_latest_row_wins_when_parts_were_already_merged(tmp_path):
     table.add([row("b", tokens=12)])
     assert table.finish() == 3
     rows = {r["path"]: r for r in pq.read_table(output).to_pylist()}
-    assert sorted(rows) == ["a", "b", "c"] and rows["b"]["error"] is None and rows["b"]["tokens"] == 12
+    assert sorted(rows) == ["a", "b", "c"] and rows["b"]["error"] is None and rows["b"]["vision_tokens"] == 12
 
 
 def test_two_runs_cannot_write_one_table(tmp_path):

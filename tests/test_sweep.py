@@ -106,7 +106,7 @@ def test_reselect_reuses_maps_and_equals_a_fresh_run(analyses):
     assert budget.maps is base.maps  # nothing rescored
     fresh = analyze_image(IMAGES / "rocket.jpg", APTConfig(method="budget", alpha=0.4))
     assert stats_record(budget) == stats_record(fresh)
-    assert base.config.method == "v1" and base.stats.tokens != budget.stats.tokens  # the original is untouched
+    assert base.config.method == "v1" and base.stats.vision_tokens != budget.stats.vision_tokens  # the original is untouched
     with pytest.raises(ValueError, match="alpha must be in"):
         base.reselect(method="budget", alpha=2.0)
     with pytest.raises(TypeError, match="scorer"):
@@ -131,19 +131,19 @@ def test_budget_retention_tracks_alpha(analyses, name):
         assert point.target_retention == target / n and point.budget_info.budget == target
         minimum = point.budget_info.min_tokens  # every top-level cell, after forced splits
         if target < minimum:  # docs/contract.md, section 4.5: below the minimum the result is that minimum, flagged
-            assert point.budget_info.clamped and point.stats.tokens == minimum
+            assert point.budget_info.clamped and point.stats.vision_tokens == minimum
             clamped += 1
             continue
         assert not point.budget_info.clamped
-        assert point.stats.tokens <= target  # never over budget ...
-        assert target - point.stats.tokens < 3  # ... and within one split (3 tokens) of it
+        assert point.stats.vision_tokens <= target  # never over budget ...
+        assert target - point.stats.vision_tokens < 3  # ... and within one split (3 tokens) of it
     assert clamped < 2  # only the smallest alphas can fall below the all-56-px minimum
 
 
 @pytest.mark.parametrize("name", PHOTOS)
 def test_v1_retention_never_increases_as_thresholds_grow(analyses, name):
     sweep = sweep_analysis(analyses[name], "v1", default_values("v1"))
-    tokens = [point.stats.tokens for point in sweep.points]
+    tokens = [point.stats.vision_tokens for point in sweep.points]
     assert all(later <= earlier for earlier, later in zip(tokens, tokens[1:]))
     assert tokens[0] > tokens[-1]  # the default range actually moves on a real photo
 
@@ -167,7 +167,7 @@ def test_v1_monotone_for_any_growing_thresholds(analyses, start, steps):
 def test_v2_higher_alpha_never_more_tokens(analyses):
     """v2 thresholds are alpha * mean(score): growing alpha grows every threshold, so v1's monotony holds."""
     sweep = sweep_analysis(analyses["rocket.jpg"], "v2", default_values("v2"))
-    tokens = [point.stats.tokens for point in sweep.points]
+    tokens = [point.stats.vision_tokens for point in sweep.points]
     assert all(later <= earlier for earlier, later in zip(tokens, tokens[1:]))
     means = [point.thresholds[0] / point.value for point in sweep.points]
     assert means == pytest.approx([means[0]] * len(means), rel=1e-5)  # effective threshold = alpha * mean
@@ -182,7 +182,7 @@ def test_aggregate_is_mean_std_min_max_over_images(analyses):
     assert [row.value for row in rows] == values
     for index, row in enumerate(rows):
         assert row.images == len(PHOTOS)
-        for metric in ("tokens", "retention", "llm_tokens", "llm_retention"):
+        for metric in ("vision_tokens", "retention", "llm_tokens", "llm_retention"):
             samples = [float(getattr(sweep.points[index].stats, metric)) for sweep in sweeps]
             spread = row.metrics[metric]
             assert spread.mean == pytest.approx(sum(samples) / len(samples))
@@ -204,7 +204,7 @@ def test_aggregate_budget_target_is_the_mean_of_each_images_target(analyses):
 def test_aggregate_single_image_has_zero_spread(analyses):
     (row,) = aggregate([sweep_analysis(analyses["chelsea.jpg"], "budget", [0.4])], "budget")
     n = analyses["chelsea.jpg"].stats.base_tokens
-    assert row.metrics["tokens"].std == 0 and row.metrics["tokens"].min == row.metrics["tokens"].max
+    assert row.metrics["vision_tokens"].std == 0 and row.metrics["vision_tokens"].min == row.metrics["vision_tokens"].max
     assert row.target_retention == round(0.4 * n) / n
 
 
@@ -223,8 +223,8 @@ def test_per_image_rows(analyses):
     assert len(rows) == 4
     first = rows[0]
     assert first["image"].endswith("chelsea.jpg") and first["value"] == "3;2" and first["thresholds"] == "3;2"
-    assert first["tokens"] == analyses["chelsea.jpg"].stats.tokens  # the default v1 run
-    assert math.isclose(first["retention"], first["tokens"] / first["base_tokens"])
+    assert first["vision_tokens"] == analyses["chelsea.jpg"].stats.vision_tokens  # the default v1 run
+    assert math.isclose(first["retention"], first["vision_tokens"] / first["base_tokens"])
 
 
 def test_sweep_figure_has_one_point_per_value(analyses):
@@ -268,7 +268,7 @@ def test_sweep_command_csv_matches_single_runs(tmp_path):
     for row in rows:
         singles = [analyze_image(IMAGES / name, APTConfig(method="budget", alpha=float(row["value"]))).stats for name in PHOTOS]
         assert int(row["images"]) == len(PHOTOS)
-        assert float(row["tokens_mean"]) == pytest.approx(statistics.fmean(s.tokens for s in singles))
+        assert float(row["vision_tokens_mean"]) == pytest.approx(statistics.fmean(s.vision_tokens for s in singles))
         assert float(row["retention_std"]) == pytest.approx(statistics.pstdev(s.retention for s in singles))
         assert float(row["llm_tokens_max"]) == max(s.llm_tokens for s in singles)
     with open(out / "sweep_budget_per_image.csv", newline="") as handle:

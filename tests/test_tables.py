@@ -54,9 +54,8 @@ def test_compact_results_table_is_one_line_per_image_within_the_width(records, w
     for line, record in zip(body, records):
         cells = line.split()
         assert LONG_NAME.startswith(cells[0].rstrip("…")) if record["name"] == LONG_NAME else cells[0] == record["name"]
-        qwen = record["qwen2vl"]
-        assert cells[-4:] == [f"{record['retention']:.1%}", f"{record['tokens']}/{record['base_tokens']}",
-                              f"{qwen['llm_tokens']}/{qwen['baseline_llm_tokens']}", f"{qwen['llm_ratio']:.1%}"]
+        assert cells[-4:] == [f"{record['retention']:.1%}", f"{record['vision_tokens']}/{record['base_tokens']}",
+                              f"{record['llm_tokens']}/{record['baseline_llm_tokens']}", f"{record['llm_retention']:.1%}"]
     if width >= 80:  # names and settings of up to 12 characters stay whole
         assert body[0].split()[:4] == ["rocket.jpg", "v2", "alpha", "1.2"]
 
@@ -93,7 +92,7 @@ def test_compact_sweep_table_fits(width):
     lines = printed(compact_sweep_table(rows, width), width, terminal=False)
     assert all(len(line.rstrip()) <= width for line in lines) and len(lines) == 3 + len(rows)
     assert lines[3].split()[:2] == ["0.1", f"{rows[0].target_retention:.1%}"]
-    assert f"{rows[1].metrics['tokens'].mean:.1f}±{rows[1].metrics['tokens'].std:.1f}" in lines[4]
+    assert f"{rows[1].metrics['vision_tokens'].mean:.1f}±{rows[1].metrics['vision_tokens'].std:.1f}" in lines[4]
     full_lines = printed(sweep_table(rows), 200, terminal=True)
     assert any("mean ± std" in line for line in full_lines)
 

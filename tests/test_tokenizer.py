@@ -99,7 +99,7 @@ def test_construct_masks_override_and_last_budget_info():
     masks, _, seqlens = tokenizer.construct_masks(maps, "budget", 0.3, image_size=(100, 131))
     info = tokenizer.last_budget_info
     assert len(info) == 2 and [i.budget for i in info] == [round(0.3 * 80)] * 2
-    assert seqlens == [i.actual_tokens for i in info]
+    assert seqlens == [i.vision_tokens for i in info]
     expected = select_patches(maps, "budget", alpha=0.3, image_size=(100, 131)).masks
     assert all(torch.equal(masks[s], expected[s]) for s in SIZES)
     # The override is for that call only.
@@ -185,7 +185,7 @@ def test_forward_sequence_bookkeeping(size):
     n = math.ceil(size[0] / 14) * math.ceil(size[1] / 14)
     assert out["retained_frac"] == pytest.approx(sum(seqlens) / (2 * n))
     assert len(out["output_mask"]) == sum(seqlens)
-    assert [i.actual_tokens for i in tokenizer.last_budget_info] == seqlens
+    assert [i.vision_tokens for i in tokenizer.last_budget_info] == seqlens
 
 
 def test_forward_per_call_override_and_given_maps():

@@ -19,7 +19,7 @@ from ..report.artifacts import (
     heatmap_path,
     importance_overlay_path,
 )
-from ..report.records import StatsRecord, stats_record
+from ..report.records import SCHEMA_VERSION, StatsRecord, stats_record
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -76,10 +76,15 @@ def write_image_artifacts(analysis: ImageAnalysis, original: Image.Image, folder
 
 
 def existing_stats(folder: str) -> StatsRecord | None:
-    """The record of an earlier complete run written to ``folder`` (None when missing or unreadable)."""
+    """The record of an earlier complete run written to ``folder``.
+
+    None when it is missing, unreadable or of an older schema (``--skip-existing`` then redoes the
+    image, so every report reads records of one shape).
+    """
     try:
         with open(os.path.join(folder, STATS_FILE), encoding="utf-8") as handle:
             stats = json.load(handle)
     except (OSError, ValueError):
         return None
-    return cast(StatsRecord, stats) if isinstance(stats, dict) and "tokens" in stats else None
+    current = isinstance(stats, dict) and stats.get("schema_version") == SCHEMA_VERSION
+    return cast(StatsRecord, stats) if current else None

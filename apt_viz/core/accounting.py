@@ -15,7 +15,7 @@ class TokenStats:
     """Token counts of one image."""
 
     tokens_per_scale: dict[int, int]
-    tokens: int  # vision-encoder patches after APT
+    vision_tokens: int  # vision-encoder patches after APT
     base_tokens: int  # N: base patches without APT
     llm_tokens: int  # tokens the LLM sees after the m x m merger
     baseline_llm_tokens: int  # N / m^2
@@ -23,7 +23,7 @@ class TokenStats:
 
     @property
     def retention(self) -> float:
-        return self.tokens / self.base_tokens
+        return self.vision_tokens / self.base_tokens
 
     @property
     def llm_retention(self) -> float:
@@ -112,7 +112,7 @@ def token_stats(masks: Masks, merge_size: int = 2) -> list[TokenStats]:
         stats.append(
             TokenStats(
                 tokens_per_scale=dict(zip(sizes, counts)),
-                tokens=sum(counts),
+                vision_tokens=sum(counts),
                 base_tokens=rows * cols,
                 llm_tokens=llm,
                 baseline_llm_tokens=baseline_llm,

@@ -165,40 +165,40 @@ def prefill_flops(arch: Qwen2VLArchitecture, tokens: int, causal: bool = True) -
 
 @dataclass(frozen=True)
 class FlopsEstimate:
-    """Stock against APT FLOPs of one image (its prompt holding ``text_tokens`` more tokens)."""
+    """Stock (``baseline_*``) against APT FLOPs of one image (its prompt holding ``text_tokens`` more tokens)."""
 
     architecture: str
-    vision_stock: int
-    vision_apt: int
-    prefill_stock: int
-    prefill_apt: int
+    vision_flops: int
+    baseline_vision_flops: int
+    prefill_flops: int
+    baseline_prefill_flops: int
     text_tokens: int = 0
 
     @property
-    def vision_ratio(self) -> float:
-        return self.vision_apt / self.vision_stock
+    def vision_flops_ratio(self) -> float:
+        return self.vision_flops / self.baseline_vision_flops
 
     @property
-    def prefill_ratio(self) -> float:
-        return self.prefill_apt / self.prefill_stock
+    def prefill_flops_ratio(self) -> float:
+        return self.prefill_flops / self.baseline_prefill_flops
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the architecture, the four counts, the two APT / stock ratios."""
         return {
             "architecture": self.architecture,
             "text_tokens": self.text_tokens,
-            "vision_stock": self.vision_stock,
-            "vision_apt": self.vision_apt,
-            "vision_ratio": self.vision_ratio,
-            "prefill_stock": self.prefill_stock,
-            "prefill_apt": self.prefill_apt,
-            "prefill_ratio": self.prefill_ratio,
+            "vision_flops": self.vision_flops,
+            "baseline_vision_flops": self.baseline_vision_flops,
+            "vision_flops_ratio": self.vision_flops_ratio,
+            "prefill_flops": self.prefill_flops,
+            "baseline_prefill_flops": self.baseline_prefill_flops,
+            "prefill_flops_ratio": self.prefill_flops_ratio,
         }
 
 
 def image_flops(
     arch: Qwen2VLArchitecture,
-    tokens: int,
+    vision_tokens: int,
     base_tokens: int,
     llm_tokens: int,
     baseline_llm_tokens: int,
@@ -208,7 +208,7 @@ def image_flops(
 
     Args:
         arch: Model sizes.
-        tokens: Vision patches after APT.
+        vision_tokens: Vision patches after APT.
         base_tokens: N, vision patches without APT.
         llm_tokens: LLM tokens after APT.
         baseline_llm_tokens: LLM tokens without APT.
@@ -219,9 +219,9 @@ def image_flops(
     """
     return FlopsEstimate(
         architecture=arch.name,
-        vision_stock=vision_flops(arch, base_tokens, baseline_llm_tokens),
-        vision_apt=vision_flops(arch, tokens, llm_tokens),
-        prefill_stock=prefill_flops(arch, baseline_llm_tokens + text_tokens),
-        prefill_apt=prefill_flops(arch, llm_tokens + text_tokens),
+        vision_flops=vision_flops(arch, vision_tokens, llm_tokens),
+        baseline_vision_flops=vision_flops(arch, base_tokens, baseline_llm_tokens),
+        prefill_flops=prefill_flops(arch, llm_tokens + text_tokens),
+        baseline_prefill_flops=prefill_flops(arch, baseline_llm_tokens + text_tokens),
         text_tokens=text_tokens,
     )

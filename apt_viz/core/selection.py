@@ -33,13 +33,13 @@ class BudgetInfo:
     min_tokens: int  # tokens after the forced splits alone
     budget: int  # T = round(alpha * N)
     k: int  # splits applied, forced ones excluded
-    actual_tokens: int
+    vision_tokens: int  # tokens selected (<= budget unless clamped)
     tokens_per_scale: dict[int, int]
     clamped: bool  # T < min_tokens: the result is the minimum
 
     @property
-    def actual_retention(self) -> float:
-        return self.actual_tokens / self.base_tokens
+    def retention(self) -> float:
+        return self.vision_tokens / self.base_tokens
 
     @property
     def target_retention(self) -> float:
@@ -49,7 +49,7 @@ class BudgetInfo:
         """JSON-ready (``tokens_per_scale`` keyed by strings), retentions included."""
         out = asdict(self)
         out["tokens_per_scale"] = {str(size): n for size, n in self.tokens_per_scale.items()}
-        out["actual_retention"] = self.actual_retention
+        out["retention"] = self.retention
         out["target_retention"] = self.target_retention
         return out
 
@@ -234,7 +234,7 @@ def select_patches_by_budget(
                 min_tokens=min_tokens,
                 budget=target,
                 k=k,
-                actual_tokens=sum(counts),
+                vision_tokens=sum(counts),
                 tokens_per_scale=dict(zip(sizes, counts)),
                 clamped=bool(clamped),
             )

@@ -346,7 +346,7 @@ def select_batch(batch: PreparedImages, config: APTConfig, temporal_patch_size: 
         "apt_pixel_values": torch.cat([view.pixel_values for view in views]),
         "apt_patch_sizes": torch.cat([view.patch_sizes for view in views]).to(device),
         "apt_patch_positions": torch.cat([view.patch_positions for view in views]).to(device),
-        "apt_num_tokens": torch.tensor([view.stats.tokens for view in views], device=device),
+        "apt_num_tokens": torch.tensor([view.stats.vision_tokens for view in views], device=device),
         "apt_num_llm_tokens": torch.tensor([view.stats.llm_tokens for view in views], device=device),
     }
 
@@ -609,7 +609,7 @@ def count_batch(
     for alpha in settings.alphas:
         config = settings.config(alpha, patch_size, arch.merge_size)
         stats = [run_apt(p, config).stats[0] for p in pixels]
-        rows.append(counted_row(arch, alpha, [s.tokens for s in stats], [s.llm_tokens for s in stats], text))
+        rows.append(counted_row(arch, alpha, [s.vision_tokens for s in stats], [s.llm_tokens for s in stats], text))
     return rows
 
 

@@ -278,7 +278,7 @@ def _apt_outputs(views: list[ImageAPTView]) -> dict[str, torch.Tensor]:
         "apt_pixel_values": torch.cat([v.pixel_values for v in views]),
         "apt_patch_sizes": torch.cat([v.patch_sizes for v in views]),
         "apt_patch_positions": torch.cat([v.patch_positions for v in views]),
-        "apt_num_tokens": torch.tensor([v.stats.tokens for v in views], dtype=torch.long),
+        "apt_num_tokens": torch.tensor([v.stats.vision_tokens for v in views], dtype=torch.long),
         "apt_num_llm_tokens": torch.tensor([v.stats.llm_tokens for v in views], dtype=torch.long),
     }
 

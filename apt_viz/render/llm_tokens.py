@@ -163,7 +163,8 @@ def llm_token_caption(analysis: ImageAnalysis) -> str:
     setting = format_setting(analysis.selection.method, analysis.selection.alpha, analysis.thresholds)
     return (
         f"{analysis.selection.method}, {setting}: {stats.llm_tokens} / {stats.baseline_llm_tokens} LLM tokens "
-        f"({stats.llm_retention:.1%}) from {stats.tokens} / {stats.base_tokens} vision tokens ({stats.retention:.1%})"
+        f"({stats.llm_retention:.1%}) from {stats.vision_tokens} / {stats.base_tokens} vision tokens "
+        f"({stats.retention:.1%})"
     )
 
 

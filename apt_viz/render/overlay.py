@@ -58,7 +58,7 @@ def selection_caption(analysis: ImageAnalysis) -> str:
     """One line: method and its setting, tokens and retention (vs. target for budget)."""
     stats = analysis.stats
     setting = format_setting(analysis.selection.method, analysis.selection.alpha, analysis.thresholds)
-    caption = f"{analysis.selection.method}, {setting}: {stats.tokens} / {stats.base_tokens} patches"
+    caption = f"{analysis.selection.method}, {setting}: {stats.vision_tokens} / {stats.base_tokens} patches"
     caption += f" ({stats.retention:.1%})"
     if analysis.target_retention is not None:
         caption += f", target {analysis.target_retention:.1%}"

@@ -31,8 +31,8 @@ def sweep_figure(rows: Sequence[SweepRow], title: str = "") -> Figure:
     figure = Figure(figsize=(7.0, 5.2), dpi=110, layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True)
     for axis, metric, label, colour in (
-        (top, "retention", "retention (tokens / N)", "tab:blue"),
-        (bottom, "llm_tokens", "LLM tokens (Qwen2-VL)", "tab:orange"),
+        (top, "retention", "retention (vision tokens / N)", "tab:blue"),
+        (bottom, "llm_tokens", "LLM tokens", "tab:orange"),
     ):
         mean = [row.metrics[metric].mean for row in rows]
         axis.plot(xs, mean, marker="o", color=colour, label="mean" if several else None)

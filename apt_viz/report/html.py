@@ -30,11 +30,11 @@ _COLUMNS = (
     ("size", "num"),  # by area
     ("method", "text"),
     ("setting", "text"),
-    ("tokens", "num"),
+    ("vision tokens", "num"),
     ("N", "num"),
     ("retention", "num"),
     ("LLM tokens", "num"),
-    ("LLM ratio", "num"),
+    ("LLM retention", "num"),
     ("artifacts", None),
 )
 
@@ -67,7 +67,7 @@ def _overview(stats_list: Sequence[StatsRecord], failures: Sequence[Failure]) ->
     text = f"{len(stats_list)} image{'s' if len(stats_list) != 1 else ''} analysed, {len(failures)} failed"
     if stats_list:
         mean = sum(float(stats["retention"]) for stats in stats_list) / len(stats_list)
-        tokens = sum(int(stats["tokens"]) for stats in stats_list)
+        tokens = sum(int(stats["vision_tokens"]) for stats in stats_list)
         base = sum(int(stats["base_tokens"]) for stats in stats_list)
         text += f"; mean retention {mean:.3f}, {tokens} of {base} base patches kept in all"
     return text
@@ -118,7 +118,6 @@ def _row(out_dir: str, stats: StatsRecord) -> str:
     links = " ".join(
         f'<a href="{_href(name, relative)}">{html.escape(_artifact_label(relative))}</a>' for relative in present
     )
-    llm = stats["qwen2vl"]
     size = stats["resized_size"]
     setting = selection_setting(stats)
     cells = [
@@ -127,11 +126,11 @@ def _row(out_dir: str, stats: StatsRecord) -> str:
         (f"{size['width']}&times;{size['height']}", size["width"] * size["height"]),
         (html.escape(stats["method"]), stats["method"]),
         (html.escape(setting), setting),
-        (str(stats["tokens"]), stats["tokens"]),
+        (str(stats["vision_tokens"]), stats["vision_tokens"]),
         (str(stats["base_tokens"]), stats["base_tokens"]),
         (f"{stats['retention']:.3f}", stats["retention"]),
-        (str(llm["llm_tokens"]), llm["llm_tokens"]),
-        (f"{llm['llm_ratio']:.3f}", llm["llm_ratio"]),
+        (str(stats["llm_tokens"]), stats["llm_tokens"]),
+        (f"{stats['llm_retention']:.3f}", stats["llm_retention"]),
         (links, None),
     ]
     tds = "".join(
@@ -186,9 +185,9 @@ def _compare_row(out_dir: str, record: CompareRecord) -> str:
         sheet = '<span class="missing">no sheet</span>'
     panels = "".join(
         f"<li>{html.escape(panel['method'])}, {html.escape(selection_setting(panel))}: "
-        f"{panel['tokens']} / {panel['base_tokens']} patches ({panel['retention']:.1%}), "
-        f"LLM {panel['qwen2vl']['llm_tokens']} / {panel['qwen2vl']['baseline_llm_tokens']} "
-        f"({panel['qwen2vl']['llm_ratio']:.1%})</li>"
+        f"{panel['vision_tokens']} / {panel['base_tokens']} patches ({panel['retention']:.1%}), "
+        f"LLM {panel['llm_tokens']} / {panel['baseline_llm_tokens']} "
+        f"({panel['llm_retention']:.1%})</li>"
         for panel in record["panels"]
     )
     skipped = "".join(f'<li class="missing">{html.escape(line)}</li>' for line in record["skipped"])

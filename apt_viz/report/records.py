@@ -4,9 +4,10 @@ Every report (tables, summaries, CSV, ``index.html``, ``apt-viz stats``) reads t
 results from worker processes and from earlier runs (``--skip-existing``) are reported the same
 way as fresh ones.
 
-Schema history: version 2 (apt-viz 0.2) added ``schema_version`` and ``backend``, and gave
-``base_tokens`` one meaning, N, everywhere: inside ``budget_info`` it used to be the minimum after
-forced splits (now ``min_tokens``) and N was ``base_small_tokens`` (removed).
+Schema history (docs/stats_schema.md has the changelog): version 3 (apt-viz 0.3) uses one name per
+quantity: ``tokens`` became ``vision_tokens``, the ``qwen2vl`` block's LLM counts moved to the top
+level (``llm_ratio`` became ``llm_retention``; its ``vision_*`` copies are gone), and the ``flops``
+keys are named as the Parquet columns. Version 2 (apt-viz 0.2) gave ``base_tokens`` one meaning, N.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ..core.grids import grid_shape
 if TYPE_CHECKING:  # pragma: no cover
     from ..analysis import ImageAnalysis
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SizeRecord(TypedDict):
@@ -27,27 +28,17 @@ class SizeRecord(TypedDict):
     height: int
 
 
-class Qwen2VLRecord(TypedDict):
-    merge_size: int
-    vision_tokens: int
-    baseline_vision_tokens: int
-    vision_ratio: float
-    llm_tokens: int
-    baseline_llm_tokens: int
-    llm_ratio: float
-
-
 class FlopsRecord(TypedDict):
     """Analytic FLOPs of the image on a Qwen2-VL architecture (apt_viz.core.flops), stock against APT."""
 
     architecture: str
     text_tokens: int
-    vision_stock: int
-    vision_apt: int
-    vision_ratio: float
-    prefill_stock: int
-    prefill_apt: int
-    prefill_ratio: float
+    vision_flops: int
+    baseline_vision_flops: int
+    vision_flops_ratio: float
+    prefill_flops: int
+    baseline_prefill_flops: int
+    prefill_flops_ratio: float
 
 
 class _RequiredStats(TypedDict):
@@ -62,25 +53,24 @@ class _RequiredStats(TypedDict):
     alpha: Optional[float]
     thresholds: Optional[list[Optional[float]]]
     tokens_per_scale: dict[str, int]
-    tokens: int
+    vision_tokens: int
     base_tokens: int
     retention: float
     target_retention: Optional[float]
+    llm_tokens: int
+    baseline_llm_tokens: int
+    llm_retention: float
     budget_info: Optional[dict[str, Any]]
-    qwen2vl: Qwen2VLRecord
+    flops: FlopsRecord
     config: dict[str, Any]
     apt_viz_version: str
 
 
 class StatsRecord(_RequiredStats, total=False):
-    """One image's ``stats.json``; ``name`` and ``artifacts`` are added by a folder run.
-
-    ``flops`` is written since apt-viz 0.3; records read back from older runs lack it.
-    """
+    """One image's ``stats.json``; ``name`` and ``artifacts`` are added by a folder run."""
 
     name: str
     artifacts: list[str]
-    flops: FlopsRecord
 
 
 class CompareRecord(TypedDict):
@@ -125,20 +115,14 @@ def stats_record(analysis: ImageAnalysis) -> StatsRecord:
         "alpha": analysis.selection.alpha,
         "thresholds": analysis.thresholds,
         "tokens_per_scale": {str(size): n for size, n in stats.tokens_per_scale.items()},
-        "tokens": stats.tokens,
+        "vision_tokens": stats.vision_tokens,
         "base_tokens": stats.base_tokens,
         "retention": stats.retention,
         "target_retention": analysis.target_retention,
+        "llm_tokens": stats.llm_tokens,
+        "baseline_llm_tokens": stats.baseline_llm_tokens,
+        "llm_retention": stats.llm_retention,
         "budget_info": None if info is None else info.to_dict(),
-        "qwen2vl": {
-            "merge_size": stats.merge_size,
-            "vision_tokens": stats.tokens,
-            "baseline_vision_tokens": stats.base_tokens,
-            "vision_ratio": stats.retention,
-            "llm_tokens": stats.llm_tokens,
-            "baseline_llm_tokens": stats.baseline_llm_tokens,
-            "llm_ratio": stats.llm_retention,
-        },
         "flops": flops_record(analysis),
         "config": analysis.config.to_dict(),
         "apt_viz_version": __version__,
@@ -157,6 +141,6 @@ def flops_record(analysis: ImageAnalysis, architecture: str = DEFAULT_ARCHITECTU
     """
     stats = analysis.stats
     estimate = image_flops(
-        ARCHITECTURES[architecture], stats.tokens, stats.base_tokens, stats.llm_tokens, stats.baseline_llm_tokens
+        ARCHITECTURES[architecture], stats.vision_tokens, stats.base_tokens, stats.llm_tokens, stats.baseline_llm_tokens
     )
     return estimate.to_dict()  # type: ignore[return-value]

@@ -63,9 +63,9 @@ def run_document(
     ``images`` holds each image's full ``stats.json`` content, ``failures`` one entry per input
     that failed, ``summary`` the counts and the retention / LLM-token totals.
     """
-    llm = sum(stats["qwen2vl"]["llm_tokens"] for stats in stats_list)
-    llm_baseline = sum(stats["qwen2vl"]["baseline_llm_tokens"] for stats in stats_list)
-    tokens = sum(stats["tokens"] for stats in stats_list)
+    llm = sum(stats["llm_tokens"] for stats in stats_list)
+    llm_baseline = sum(stats["baseline_llm_tokens"] for stats in stats_list)
+    tokens = sum(stats["vision_tokens"] for stats in stats_list)
     base = sum(stats["base_tokens"] for stats in stats_list)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -77,12 +77,12 @@ def run_document(
             "skipped_existing": skipped,
             "interrupted": interrupted,
             "retention": retention_summary(stats_list),
-            "tokens": tokens,
+            "vision_tokens": tokens,
             "base_tokens": base,
             "llm_tokens": llm,
             "baseline_llm_tokens": llm_baseline,
             "overall_retention": tokens / base if base else None,
-            "overall_llm_ratio": llm / llm_baseline if llm_baseline else None,
+            "overall_llm_retention": llm / llm_baseline if llm_baseline else None,
         },
         "images": list(stats_list),
         "failures": [asdict(failure) for failure in failures],
@@ -145,13 +145,13 @@ def csv_rows(stats_list: Sequence[StatsRecord], failures: Sequence[Failure]) -> 
         row.update({f"tokens_{size}": stats["tokens_per_scale"].get(str(size), 0) for size in sizes})
         row.update(
             {
-                "tokens": stats["tokens"],
+                "vision_tokens": stats["vision_tokens"],
                 "base_tokens": stats["base_tokens"],
                 "retention": stats["retention"],
                 "target_retention": stats["target_retention"],
-                "llm_tokens": stats["qwen2vl"]["llm_tokens"],
-                "baseline_llm_tokens": stats["qwen2vl"]["baseline_llm_tokens"],
-                "llm_ratio": stats["qwen2vl"]["llm_ratio"],
+                "llm_tokens": stats["llm_tokens"],
+                "baseline_llm_tokens": stats["baseline_llm_tokens"],
+                "llm_retention": stats["llm_retention"],
             }
         )
         rows.append(row)
@@ -176,6 +176,6 @@ def summary_lines(document: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"retention mean {retention['mean']:.1%}, min {retention['min']:.1%}, max {retention['max']:.1%}; "
             f"LLM tokens {summary['llm_tokens']} / {summary['baseline_llm_tokens']} "
-            f"({format_percent(summary['overall_llm_ratio'])})"
+            f"({format_percent(summary['overall_llm_retention'])})"
         )
     return lines

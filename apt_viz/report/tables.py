@@ -131,10 +131,9 @@ def results_table(
     table.add_column("target retention", justify="right")
     table.add_column("actual retention", justify="right")
     table.add_column("tokens " + "/".join(str(size) for size in sizes) + " px", justify="right")
-    table.add_column("tokens / N", justify="right")
-    table.add_column("Qwen2-VL LLM tokens", justify="right")
+    table.add_column("vision tokens / N", justify="right")
+    table.add_column("LLM tokens", justify="right")
     for stats in stats_list[:max_rows]:
-        qwen = stats["qwen2vl"]
         table.add_row(
             str(stats.get("name") or stats["input"]),
             stats["method"],
@@ -142,8 +141,8 @@ def results_table(
             format_percent(stats["target_retention"]),
             format_percent(stats["retention"]),
             " / ".join(str(stats["tokens_per_scale"].get(str(size), 0)) for size in sizes),
-            f"{stats['tokens']} / {stats['base_tokens']}",
-            f"{qwen['llm_tokens']} / {qwen['baseline_llm_tokens']} ({qwen['llm_ratio']:.1%})",
+            f"{stats['vision_tokens']} / {stats['base_tokens']}",
+            f"{stats['llm_tokens']} / {stats['baseline_llm_tokens']} ({stats['llm_retention']:.1%})",
         )
     table.caption = _more_rows(len(stats_list), max_rows, more)
     return table
@@ -162,9 +161,9 @@ def compact_results_table(
             str(stats.get("name") or stats["input"]),
             _short_setting(stats),
             format_percent(stats["retention"]),
-            f"{stats['tokens']}/{stats['base_tokens']}",
-            f"{stats['qwen2vl']['llm_tokens']}/{stats['qwen2vl']['baseline_llm_tokens']}",
-            format_percent(stats["qwen2vl"]["llm_ratio"]),
+            f"{stats['vision_tokens']}/{stats['base_tokens']}",
+            f"{stats['llm_tokens']}/{stats['baseline_llm_tokens']}",
+            format_percent(stats["llm_retention"]),
         ]
         for stats in stats_list[:max_rows]
     ]
@@ -198,10 +197,10 @@ def sweep_table(rows: Sequence[SweepRow]) -> Table:
     table.add_column("thresholds" if method == "v1" else "alpha", justify="right")
     if method == "budget":
         table.add_column("target\nretention", justify="right")
-    table.add_column("tokens" + (" (mean ± std)" if several else ""), justify="right")
+    table.add_column("vision tokens" + (" (mean ± std)" if several else ""), justify="right")
     table.add_column("retention" + (" (mean, min-max)" if several else ""), justify="right")
     table.add_column("LLM tokens" + (" (mean ± std)" if several else ""), justify="right")
-    table.add_column("LLM ratio", justify="right")
+    table.add_column("LLM retention", justify="right")
     for row in rows:
         table.add_row(*_sweep_cells(row, several, spread=True))
     return table
@@ -230,7 +229,7 @@ def _sweep_cells(row: SweepRow, several: bool, spread: bool) -> list[str]:
     from ..sweep import format_value
 
     tokens, retention, llm, ratio = (
-        row.metrics[name] for name in ("tokens", "retention", "llm_tokens", "llm_retention")
+        row.metrics[name] for name in ("vision_tokens", "retention", "llm_tokens", "llm_retention")
     )
     plus_minus = " ± " if spread else "±"
     cells = [format_value(row.value)]

@@ -33,8 +33,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "alpha": ("float64", "v2 / budget alpha (null for v1)"),
     "thresholds": ("list<float64>", "v1: the thresholds; v2: the effective per-image ones (28 px first)"),
     "base_tokens": ("int32", "N: base patches without APT"),
-    "tokens": ("int32", "vision-encoder patches after APT"),
-    "retention": ("float64", "tokens / N"),
+    "vision_tokens": ("int32", "vision-encoder patches after APT"),
+    "retention": ("float64", "vision_tokens / N"),
     "target_retention": ("float64", "budget: round(alpha * N) / N (null otherwise)"),
     "llm_tokens": ("int32", "Qwen2-VL LLM tokens after the 2x2 merger"),
     "baseline_llm_tokens": ("int32", "N / 4: LLM tokens without APT"),
@@ -99,7 +99,6 @@ def record_row(record: StatsRecord, setting: Setting, masks: bytes | None = None
     Returns:
         The row, keyed by column name.
     """
-    qwen = record["qwen2vl"]
     info = record["budget_info"]
     row: Row = {
         "path": record["input"],
@@ -118,24 +117,23 @@ def record_row(record: StatsRecord, setting: Setting, masks: bytes | None = None
     }
     row.update({f"tokens_{size}": count for size, count in record["tokens_per_scale"].items()})
     row.update({
-        "tokens": record["tokens"],
+        "vision_tokens": record["vision_tokens"],
         "retention": record["retention"],
         "target_retention": record["target_retention"],
-        "llm_tokens": qwen["llm_tokens"],
-        "baseline_llm_tokens": qwen["baseline_llm_tokens"],
-        "llm_retention": qwen["llm_ratio"],
+        "llm_tokens": record["llm_tokens"],
+        "baseline_llm_tokens": record["baseline_llm_tokens"],
+        "llm_retention": record["llm_retention"],
         "budget": None if info is None else info["budget"],
         "clamped": None if info is None else info["clamped"],
     })
-    flops = record.get("flops")
-    if flops is not None:
-        row.update({
-            "vision_flops": flops["vision_apt"],
-            "baseline_vision_flops": flops["vision_stock"],
-            "prefill_flops": flops["prefill_apt"],
-            "baseline_prefill_flops": flops["prefill_stock"],
-            "flops_architecture": flops["architecture"],
-        })
+    flops = record["flops"]
+    row.update({
+        "vision_flops": flops["vision_flops"],
+        "baseline_vision_flops": flops["baseline_vision_flops"],
+        "prefill_flops": flops["prefill_flops"],
+        "baseline_prefill_flops": flops["baseline_prefill_flops"],
+        "flops_architecture": flops["architecture"],
+    })
     if masks is not None:
         row["masks"] = masks
     return row
