@@ -213,3 +213,29 @@ def test_budget_on_photos_hits_the_target(name, resized_photos):
         assert tokens >= previous
         previous = tokens
         assert torch.equal(base_coverage(masks), torch.ones_like(masks[14]))
+
+
+# --- the Qwen2-VL APT fork's last_budget_info keys (docs/migrating.md) ------------------------------
+# The fork reported base_tokens = rows x cols of the largest grid (partial cells kept whole),
+# base_small_tokens = N, budget = round(alpha * N), k = max(0, (budget - base_tokens) // 3) (the splits
+# the budget allows, not the splits made) and alpha.
+
+def test_seed_dict_without_partial_cells_matches_apt_viz():
+    # Case 1: the 56-px grid is 1x2 and whole, so the fork's base_tokens is min_tokens and k agrees.
+    _, (info,) = select_patches_by_budget(CASE1_MAPS, 0.5)
+    assert info.as_seed_dict() == {"base_tokens": 2, "base_small_tokens": 32, "budget": 16, "k": 4, "alpha": 0.5}
+    assert (info.min_tokens, info.k) == (2, 4)
+
+
+@pytest.mark.parametrize(("alpha", "budget", "k_fork", "k_apt_viz"), [
+    (0.5, 15, 3, 2),   # (15 - 4) // 3 = 3 allowed from 4 whole top cells; apt-viz: (15 - 9) // 3 = 2 made
+    (0.2, 6, 0, 0),    # (6 - 4) // 3 = 0; apt-viz is clamped at its minimum, 9
+    (1.0, 30, 8, 7),   # (30 - 4) // 3 = 8 allowed, but only 7 whole cells exist to split
+])
+def test_seed_dict_with_partial_cells(alpha, budget, k_fork, k_apt_viz):
+    # Case 2 (70x84): the 56-px grid is 2x2 = 4 cells, three of them partial; N = 5 x 6 = 30.
+    _, (info,) = _case2(alpha)
+    assert info.as_seed_dict() == {"base_tokens": 4, "base_small_tokens": 30, "budget": budget, "k": k_fork,
+                                   "alpha": alpha}
+    assert (info.base_tokens, info.min_tokens, info.budget, info.k) == (30, 9, budget, k_apt_viz)
+    assert "top_cells" not in info.to_dict()  # stats.json keeps apt-viz's names only

@@ -26,11 +26,13 @@ class BudgetInfo:
 
     ``base_tokens`` is N as everywhere else; ``min_tokens`` is the minimum the forced splits of
     partial cells leave (schema 1 called it ``base_tokens`` inside ``budget_info``).
+    :meth:`as_seed_dict` gives the same decision under the names of the Qwen2-VL APT fork.
     """
 
     alpha: float
     base_tokens: int  # N: base patches
     min_tokens: int  # tokens after the forced splits alone
+    top_cells: int  # cells of the largest grid, partial ones included (the fork's base_tokens)
     budget: int  # T = round(alpha * N)
     k: int  # splits applied, forced ones excluded
     vision_tokens: int  # tokens selected (<= budget unless clamped)
@@ -48,10 +50,30 @@ class BudgetInfo:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``tokens_per_scale`` keyed by strings), retentions included."""
         out = asdict(self)
+        del out["top_cells"]  # the fork's quantity: in as_seed_dict, not in stats.json
         out["tokens_per_scale"] = {str(size): n for size, n in self.tokens_per_scale.items()}
         out["retention"] = self.retention
         out["target_retention"] = self.target_retention
         return out
+
+    def as_seed_dict(self) -> dict[str, int | float]:
+        """This decision as the Qwen2-VL APT fork's ``PatchTokenizer.last_budget_info`` reported it.
+
+        The fork (docs/migrating.md) kept every top-level cell whole, partial ones included, and
+        reported how many splits the budget would allow from there, not how many were made.
+
+        Returns:
+            ``base_tokens``: cells of the largest grid (``top_cells``; equal to ``min_tokens``
+            when both image sides are multiples of the largest patch); ``base_small_tokens``: N;
+            ``budget``: T = round(alpha * N); ``k``: max(0, (T - top_cells) // 3); ``alpha``.
+        """
+        return {
+            "base_tokens": self.top_cells,
+            "base_small_tokens": self.base_tokens,
+            "budget": self.budget,
+            "k": max(0, (self.budget - self.top_cells) // 3),
+            "alpha": self.alpha,
+        }
 
 
 @dataclass
@@ -232,6 +254,7 @@ def select_patches_by_budget(
                 alpha=float(alpha),
                 base_tokens=base_tokens,
                 min_tokens=min_tokens,
+                top_cells=shapes[-1][1] * shapes[-1][2],
                 budget=target,
                 k=k,
                 vision_tokens=sum(counts),
