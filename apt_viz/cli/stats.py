@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from ..core.config import Method
-from .app import EXIT_CODES_TEXT, EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, app
+from .app import EXIT_CODES_TEXT, EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, app
 from .options import DebugOption, ImageOptions, JsonOption, MethodOption, QuietOption, RecursiveOption, command
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,8 +30,8 @@ Examples:
 
   apt-viz stats photos/ -o stats.parquet -m budget --alpha 0.3 --resume      # after an interruption
 
-  apt-viz stats s3://bucket/images/ -o s3://bucket/apt_stats -m budget --alpha 0.3 \\
-      --engine ray --ray-address auto --device cuda
+  apt-viz stats s3://bucket/images/ -o s3://bucket/apt_stats.parquet -m budget --alpha 0.3 \\
+      --engine ray --ray-address head:6379 --device cuda     # see docs/ray.md
 
 {EXIT_CODES_TEXT}
 """
@@ -54,8 +54,8 @@ InputsArgument = Annotated[
 ]
 TableOption = Annotated[
     str,
-    typer.Option("--output", "-o", help="The Parquet table to write (--engine ray: a folder of Parquet files).",
-                 show_default=False),
+    typer.Option("--output", "-o", help="The Parquet file to write; with --engine ray also a remote URI "
+                 "(s3://bucket/stats.parquet).", show_default=False),
 ]
 
 
@@ -72,11 +72,13 @@ HELP = {
     "(input, setting) rows.",
     "save_masks": "Also store each selection (about 200 bytes per 1 MP image); read it back with "
     "apt_viz.read_masks / decode_masks.",
-    "row_group_size": "Rows per Parquet row group; also how often rows are committed (a kill loses at most "
-    "the uncommitted ones).",
+    "row_group_size": "Rows per Parquet row group; with the local engine also how often rows are committed (a "
+    "kill loses at most the uncommitted ones).",
     "plot": "Write a histogram of the LLM tokens saved per setting beside the table (TABLE.savings.png).",
     "engine": "local: this machine; ray: Ray Data (pip install apt-viz[ray]).",
-    "ray_address": "--engine ray: the cluster to join (e.g. auto, ray://head:10001); default: a local Ray.",
+    "ray_address": "--engine ray: the cluster to join (HOST:PORT of `ray start --head`, auto, ray://head:10001); "
+    "default: a local Ray. A cluster with token authentication needs RAY_AUTH_MODE=token and its token "
+    "(docs/ray.md).",
 }
 
 
@@ -114,7 +116,7 @@ def stats_command(
     plan = _plan(imaging, patch_selection_method, alpha, thresholds, save_masks, debug, engine)
     paths = _inputs(inputs, recursive, output, engine)
     if engine is Engine.RAY:
-        report = _run_ray(plan, paths, output, ray_address, workers, batch_size, resume, started)
+        report = _run_ray(plan, paths, output, ray_address, workers, batch_size, resume, row_group_size, started)
     else:
         report = _run_local(plan, paths, output, workers, batch_size, resume, row_group_size, quiet or json_output,
                             started)
@@ -194,16 +196,23 @@ def _run_local(plan: StatsPlan, paths: list[str], output: str, workers: int, bat
 
 
 def _run_ray(plan: StatsPlan, paths: list[str], output: str, address: str | None, workers: int, batch_size: int,
-             resume: bool, started: float) -> RunReport:
+             resume: bool, row_group_size: int, started: float) -> RunReport:
+    """Run on Ray; Ray that cannot start or be joined is a usage error told in one line (exit 2)."""
     if resume:
-        raise typer.BadParameter("--resume is for the local engine; --engine ray writes the whole table")
+        raise typer.BadParameter("--resume is for the local engine (it reads tables written by either engine); "
+                                 "--engine ray writes the whole table")
+    from ..stats.inputs import StatsInputError
     from ..stats.ray_engine import RayUnavailable, run_ray
+    from ..stats.table import StatsTableError
 
     try:
-        return run_ray(plan, paths, output, address=address, cpus=workers or None,
+        return run_ray(plan, paths, output, address=address, cpus=workers or None, row_group_size=row_group_size,
                        batch_size=batch_size or (32 if plan.config.device.startswith("cuda") else 8), started=started)
-    except RayUnavailable as exc:
+    except (StatsTableError, StatsInputError) as exc:
         raise typer.BadParameter(str(exc)) from None
+    except RayUnavailable as exc:
+        typer.echo(f"apt-viz stats: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
 
 
 # --- the end ----------------------------------------------------------------------------------------
