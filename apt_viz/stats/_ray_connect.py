@@ -18,6 +18,7 @@ where a Ray version lacks them the probe is skipped and ``ray.init`` reports as 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import socket
@@ -93,16 +94,18 @@ def check_cluster(address: str) -> None:
 
 
 def _check_token(address: str) -> None:
-    try:
-        from ray._raylet import AuthenticationTokenLoader, GcsClient
+    try:  # Ray 2.52+ (token authentication); private names, so looked up rather than imported
         from ray.exceptions import AuthenticationError
-    except ImportError:
+
+        raylet = importlib.import_module("ray._raylet")
+        gcs_client, token_loader = raylet.GcsClient, raylet.AuthenticationTokenLoader
+    except (ImportError, AttributeError):
         return
     token_mode = os.environ.get(AUTH_MODE_VARIABLE, "").lower() == "token"
     if token_mode:
         # Without a token the client aborts the process (a fatal check in Ray's C++), so look first.
         try:
-            has_token = AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)
+            has_token = token_loader.instance().has_token(ignore_auth_mode=True)
         except AuthenticationError as exc:  # e.g. RAY_AUTH_TOKEN_PATH names a file that cannot be read
             raise RayUnavailable(f"cannot join Ray at {address}: {getattr(exc, 'message', exc)}; "
                                  f"give {TOKEN_SOURCES} ({DOCS})") from None
@@ -111,7 +114,7 @@ def _check_token(address: str) -> None:
                                  f"give {TOKEN_SOURCES} ({DOCS})")
     with _stderr_silenced():  # the C++ client logs a refusal as a warning line of its own
         try:
-            GcsClient(address=address)
+            gcs_client(address=address)
         except AuthenticationError:
             refused = True
         except Exception:  # anything else: ray.init says what
