@@ -169,7 +169,7 @@ def read_masks(table: str | os.PathLike, *, setting: str | None = None) -> Itera
     The patch sizes come from the table's ``tokens_<size>`` columns.
 
     Args:
-        table: The Parquet file (or folder of Parquet files, as ``--engine ray`` writes).
+        table: The Parquet file (either engine; a folder of Parquet files is read as one table).
         setting: Only rows of this ``setting`` (e.g. ``"budget alpha=0.3"``); None: every row.
 
     Returns:

@@ -84,7 +84,7 @@ class TableSummary:
 
 
 def summarise(table: str, order: Sequence[str] = ()) -> TableSummary:
-    """Read the summary columns of ``table`` (a Parquet file or folder) and summarise them per setting.
+    """Read the summary columns of ``table`` (a Parquet file or URI) and summarise them per setting.
 
     Args:
         table: The table written by ``apt-viz stats``.
