@@ -239,3 +239,13 @@ def test_seed_dict_with_partial_cells(alpha, budget, k_fork, k_apt_viz):
                                    "alpha": alpha}
     assert (info.base_tokens, info.min_tokens, info.budget, info.k) == (30, 9, budget, k_apt_viz)
     assert "top_cells" not in info.to_dict()  # stats.json keeps apt-viz's names only
+
+
+def test_seed_dict_of_the_worked_example(resized_photos):
+    # docs/migrating.md: coffee.jpg resized to (392, 588); 56-px grid 7 x 11 = 77 cells, its last column
+    # partial (588 / 56 = 10.5), each of those 7 split into 2 -> min_tokens 84; N = 28 x 42 = 1176.
+    image = resized_photos["coffee"]
+    assert tuple(image.shape[-2:]) == (392, 588)
+    _, (info,) = select_patches_by_budget(compute_patch_entropy_batched(image), 0.3, image_size=(392, 588))
+    assert info.as_seed_dict() == {"base_tokens": 77, "base_small_tokens": 1176, "budget": 353, "k": 92, "alpha": 0.3}
+    assert (info.min_tokens, info.k, info.actual_tokens) == (84, 89, 84 + 3 * 89)
