@@ -248,4 +248,4 @@ def test_seed_dict_of_the_worked_example(resized_photos):
     assert tuple(image.shape[-2:]) == (392, 588)
     _, (info,) = select_patches_by_budget(compute_patch_entropy_batched(image), 0.3, image_size=(392, 588))
     assert info.as_seed_dict() == {"base_tokens": 77, "base_small_tokens": 1176, "budget": 353, "k": 92, "alpha": 0.3}
-    assert (info.min_tokens, info.k, info.actual_tokens) == (84, 89, 84 + 3 * 89)
+    assert (info.min_tokens, info.k, info.vision_tokens) == (84, 89, 84 + 3 * 89)
