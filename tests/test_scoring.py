@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from apt_viz.core.scoring import (
     compute_importance_maps,
     compute_patch_entropy_batched,
     compute_patch_laplacian_batched,
     compute_patch_upsample_mse_batched,
+    single_threaded,
 )
 
 from helpers import PHOTO_NAMES, load_photo_tensor
@@ -199,6 +202,84 @@ def test_entropy_batch_equals_one_by_one():
         for size in SIZES:
             assert torch.equal(batched[size][b], single[size][0])
     assert not torch.equal(batched[14][0], batched[14][1])  # the photos really differ
+
+
+# --- entropy: one thread on the CPU, the caller's count kept ----------------------------------------
+
+OPENMP = "parallel backend: OpenMP" in torch.__config__.parallel_info()
+needs_openmp = pytest.mark.skipif(not OPENMP, reason="the thread count is per thread only under OpenMP")
+
+
+class ThreadCounts(TorchDispatchMode):
+    """Records torch's thread count as each op runs; raises on ``fail_on`` (an aten op) when given."""
+
+    def __init__(self, fail_on=None) -> None:
+        super().__init__()
+        self.seen: set[int] = set()
+        self.fail_on = fail_on
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.add(torch.get_num_threads())
+        if func is self.fail_on:
+            raise RuntimeError("injected failure")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def two_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+@needs_openmp
+def test_entropy_runs_every_op_on_one_thread_and_restores_the_count(two_threads):
+    image = load_photo_tensor("astronaut", size=(252, 378))
+    with ThreadCounts() as counts:
+        maps = compute_patch_entropy_batched(image)
+    assert counts.seen == {1}
+    assert torch.get_num_threads() == 2
+    for size in SIZES:  # the same numbers as the direct formula (and as with 2 threads before)
+        np.testing.assert_allclose(maps[size][0].numpy(), reference_entropy(image, size), rtol=0, atol=1e-4)
+
+
+@needs_openmp
+def test_entropy_restores_the_thread_count_when_it_fails(two_threads):
+    with ThreadCounts(fail_on=torch.ops.aten.scatter_add_.default), pytest.raises(RuntimeError, match="injected"):
+        compute_patch_entropy_batched(load_photo_tensor("coffee", size=(56, 84)))
+    assert torch.get_num_threads() == 2
+
+
+def test_single_threaded_changes_nothing_for_other_devices(two_threads):
+    with single_threaded("cuda"):
+        assert torch.get_num_threads() == 2
+    with single_threaded(torch.device("cpu")):
+        assert torch.get_num_threads() == (1 if OPENMP else 2)
+    assert torch.get_num_threads() == 2
+
+
+@needs_openmp
+def test_threads_scoring_at_once_keep_their_own_thread_counts(two_threads):
+    image = load_photo_tensor("rocket", size=(168, 238))
+    expected = compute_patch_entropy_batched(image)
+    results: dict[int, tuple[int, bool]] = {}
+
+    def work(count: int) -> None:
+        torch.set_num_threads(count)  # this thread's own setting
+        same = True
+        for _ in range(3):
+            got = compute_patch_entropy_batched(image)
+            same = same and all(torch.equal(got[size], expected[size]) for size in SIZES)
+        results[count] = (torch.get_num_threads(), same)
+
+    threads = [threading.Thread(target=work, args=(count,)) for count in (1, 3, 4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {1: (1, True), 3: (3, True), 4: (4, True)}
+    assert torch.get_num_threads() == 2
 
 
 # --- laplacian and upsample_mse against direct formulas ---------------------------------------------

@@ -7,9 +7,11 @@ and one entry there.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
+from collections.abc import Iterator
 from typing import Protocol
 
 import torch
@@ -49,7 +51,8 @@ def compute_patch_entropy_batched(
     Same numbers as the official APT ``compute_patch_entropy_batched`` (padded zeros counted,
     ``p log2(p + 1e-10)``, padded last row/column set to ``pad_value``), computed from exact
     integer histograms: one scatter-add over the base grid, and each coarser grid's histogram
-    is the sum of its 2x2 children's.
+    is the sum of its 2x2 children's. On the CPU the call runs on one thread whatever
+    ``torch.get_num_threads()`` says, and leaves that setting as it was (docs/performance.md).
 
     Args:
         images: (B, C, H, W) in [0, 255] (RGB; a single channel is taken as gray), any device.
@@ -62,6 +65,42 @@ def compute_patch_entropy_batched(
     Returns:
         {cell size: (B, ceil(H / s), ceil(W / s))} float32 entropies in bits, smallest size first.
     """
+    with single_threaded(images.device):
+        return _entropy_maps(images, patch_size, num_scales, bins, pad_value)
+
+
+@contextlib.contextmanager
+def single_threaded(device: torch.device | str) -> Iterator[None]:
+    """Run the block on one torch thread when ``device`` is the CPU, then restore the thread count.
+
+    For the entropy path, whose ops are many, small and memory-bound: a second thread does not
+    make them faster, and when another process holds a core each op waits at an OpenMP barrier
+    for it (10 to 40 times slower on a busy 2-core machine; docs/performance.md). Only under
+    torch's OpenMP backend (the default of its Linux, Windows and macOS builds), where the count
+    is the calling thread's own setting: threads that score at the same time keep theirs. A thread
+    whose first parallel op starts while the block runs takes the count of 1 as its own. Under the
+    native backend the count cannot change once set, and the block runs as it is.
+    """
+    threads = torch.get_num_threads() if torch.device(device).type == "cpu" else 1
+    if threads == 1 or not _per_thread_count():
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@functools.lru_cache(maxsize=1)
+def _per_thread_count() -> bool:
+    """Whether torch's intra-op threads are OpenMP's, whose count is a per-thread setting."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def _entropy_maps(
+    images: torch.Tensor, patch_size: int, num_scales: int, bins: int, pad_value: float
+) -> ImportanceMaps:
     batch, _, height, width = images.shape
     device = images.device
     sizes = scale_sizes(patch_size, num_scales)
