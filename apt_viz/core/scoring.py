@@ -76,10 +76,10 @@ def single_threaded(device: torch.device | str) -> Iterator[None]:
     For the entropy path, whose ops are many, small and memory-bound: a second thread does not
     make them faster, and when another process holds a core each op waits at an OpenMP barrier
     for it (10 to 40 times slower on a busy 2-core machine; docs/performance.md). Only under
-    torch's OpenMP backend (the default of its Linux, Windows and macOS builds), where the count
-    is the calling thread's own setting: threads that score at the same time keep theirs. A thread
-    whose first parallel op starts while the block runs takes the count of 1 as its own. Under the
-    native backend the count cannot change once set, and the block runs as it is.
+    torch's OpenMP backend (that of its Linux builds), where the count is the calling thread's
+    own setting: threads that score at the same time keep theirs. A thread whose first parallel
+    op starts while the block runs takes the count of 1 as its own. Under the native backend the
+    count cannot change once set, and the block runs as it is.
     """
     threads = torch.get_num_threads() if torch.device(device).type == "cpu" else 1
     if threads == 1 or not _per_thread_count():
@@ -101,6 +101,7 @@ def _per_thread_count() -> bool:
 def _entropy_maps(
     images: torch.Tensor, patch_size: int, num_scales: int, bins: int, pad_value: float
 ) -> ImportanceMaps:
+    """The body of :func:`compute_patch_entropy_batched`."""
     batch, _, height, width = images.shape
     device = images.device
     sizes = scale_sizes(patch_size, num_scales)
