@@ -43,7 +43,7 @@ def decode(path: str, config: APTConfig, max_image_pixels: int | None = None, da
     Returns:
         A :class:`Decoded`; it never raises for a bad input.
     """
-    from ..batch.pool import failure_of
+    from ..batch.failures import failure_of
     from ..imaging import load_image, load_image_bytes, resized_pixels
 
     original_hw = None

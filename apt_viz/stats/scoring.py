@@ -119,7 +119,7 @@ class BatchScorer:
         A failure here (a bug, or the device running out of memory) becomes an error row for
         every image of the batch; the run goes on.
         """
-        from ..batch.pool import failure_of
+        from ..batch.failures import failure_of
 
         try:
             return self._rows(batch)
