@@ -5,6 +5,7 @@ No I/O besides reading the input. The stats.json record of an analysis is built 
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, replace
@@ -18,7 +19,7 @@ from .core.config import APTConfig
 from .core.grids import ImageHW, Maps
 from .core.pipeline import run_apt, select
 from .core.selection import BudgetInfo, Selection
-from .imaging import load_image, pil_to_tensor, resize_for_qwen2vl
+from .imaging import load_image, pixels_to_image, resized_pixels
 
 
 def resolve_device(device: str) -> torch.device:
@@ -36,7 +37,7 @@ class ImageAnalysis:
 
     source: str | None
     original_hw: ImageHW  # as loaded (EXIF applied)
-    resized: Image.Image  # what Qwen2-VL sees
+    pixels: torch.Tensor  # (3, H, W) uint8 on the CPU: the resized image, what Qwen2-VL sees
     config: APTConfig
     maps: Maps  # {cell size: (rows_i, cols_i)}
     selection: Selection  # batch of one
@@ -44,7 +45,13 @@ class ImageAnalysis:
 
     @property
     def resized_hw(self) -> ImageHW:
-        return self.resized.height, self.resized.width
+        height, width = self.pixels.shape[-2:]
+        return height, width
+
+    @functools.cached_property
+    def resized(self) -> Image.Image:
+        """The resized image as a PIL image (made on first use: only pictures need it)."""
+        return pixels_to_image(self.pixels)
 
     @property
     def masks(self) -> Maps:
@@ -78,7 +85,10 @@ class ImageAnalysis:
         config = self.config.replace(**changes)
         batched = {size: m.unsqueeze(0) for size, m in self.maps.items()}
         result = select(batched, config, self.resized_hw)
-        return replace(self, config=config, selection=_on_cpu(result.selection), stats=result.stats[0])
+        other = replace(self, config=config, selection=_on_cpu(result.selection), stats=result.stats[0])
+        if "resized" in self.__dict__:  # the same picture: share it rather than make it again
+            other.__dict__["resized"] = self.__dict__["resized"]
+        return other
 
 
 def analyze_image(
@@ -101,12 +111,13 @@ def analyze_image(
     if not isinstance(image, Image.Image):
         source = source or os.fspath(image)
         image = load_image(image)
-    resized = resize_for_qwen2vl(image, config.resize_spec, config.backend)
-    result = run_apt(pil_to_tensor(resized).to(resolve_device(config.device)), config)
+    pixels = resized_pixels(image, config.resize_spec, config.backend)
+    # uint8 pixels: every scorer converts them to float32 itself, exactly (they are whole numbers)
+    result = run_apt(pixels[None].to(resolve_device(config.device)), config)
     return ImageAnalysis(
         source=source,
         original_hw=(image.height, image.width),
-        resized=resized,
+        pixels=pixels,
         config=config,
         maps={size: m[0].cpu() for size, m in result.maps.items()},
         selection=_on_cpu(result.selection),

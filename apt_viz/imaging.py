@@ -132,11 +132,38 @@ def resize_for_qwen2vl(
         return image
     if backend is Backend.PIL:
         return image.resize((width, height), resample=Image.Resampling.BICUBIC)
+    return pixels_to_image(_resize_like_torchvision(image, height, width))
+
+
+def resized_pixels(
+    image: Image.Image, spec: ResizeSpec = ResizeSpec(), backend: BackendT = Backend.TORCHVISION
+) -> torch.Tensor:
+    """:func:`resize_for_qwen2vl` as the (3, H, W) uint8 tensor the scorers take, without a PIL image on the way.
+
+    Args:
+        image: Any PIL image (converted to RGB first).
+        spec: Target-size rule.
+        backend: ``torchvision`` or ``pil`` (see :func:`resize_for_qwen2vl`).
+
+    Returns:
+        The resized pixels, (3, H, W) uint8, contiguous: exactly those of :func:`resize_for_qwen2vl`.
+
+    Raises:
+        UnsupportedImageError: smart_resize refuses the size (aspect ratio over 200).
+    """
+    backend = as_choice(Backend, backend, "backend")
+    image = convert_to_rgb(image)
+    height, width = spec.target_hw(image.height, image.width)
+    if (height, width) == (image.height, image.width):
+        return image_to_pixels(image)
+    if backend is Backend.PIL:
+        return image_to_pixels(image.resize((width, height), resample=Image.Resampling.BICUBIC))
     return _resize_like_torchvision(image, height, width)
 
 
-def _resize_like_torchvision(image: Image.Image, height: int, width: int) -> Image.Image:
-    """``torchvision.transforms.v2.functional.resize(uint8 CHW, BICUBIC, antialias=True)`` on the CPU.
+def _resize_like_torchvision(image: Image.Image, height: int, width: int) -> torch.Tensor:
+    """``torchvision.transforms.v2.functional.resize(uint8 CHW, BICUBIC, antialias=True)`` on the CPU:
+    (3, height, width) uint8, contiguous.
 
     torchvision sends CPU uint8 bicubic input straight to this ``interpolate`` call (no float
     round trip); calling it here gives the same bytes (a test pins it against torchvision and
@@ -149,19 +176,39 @@ def _resize_like_torchvision(image: Image.Image, height: int, width: int) -> Ima
     # h w c -> 1 c h w as a view: the uint8 antialias kernel gives the same bytes for this layout as for
     # the planar copy transformers' process_image makes (a test pins it), without making that copy
     pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None]
-    resized = F.interpolate(pixels, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
-    # 1 c h w -> h w c, made contiguous by torch (Pillow's own copy of a strided array is slower)
-    return Image.fromarray(resized[0].permute(1, 2, 0).contiguous().numpy())
+    return F.interpolate(pixels, size=(height, width), mode="bicubic", align_corners=False, antialias=True)[0]
+
+
+def image_to_pixels(image: Image.Image) -> torch.Tensor:
+    """The RGB pixels of ``image`` as a contiguous (3, H, W) uint8 tensor.
+
+    Band by band: a planar copy of an interleaved array is several times slower than Pillow's split.
+    """
+    import numpy as np
+    import torch
+
+    rgb = convert_to_rgb(image)
+    planes = np.empty((3, rgb.height, rgb.width), dtype=np.uint8)
+    for plane, band in zip(planes, rgb.split()):
+        plane[...] = np.asarray(band)
+    return torch.from_numpy(planes)
+
+
+def pixels_to_image(pixels: torch.Tensor) -> Image.Image:
+    """The RGB image of (3, H, W) uint8 pixels on the CPU (the inverse of :func:`image_to_pixels`).
+
+    Pillow interleaves the three planes itself (``Image.merge``): several times faster than an
+    interleaved copy of the tensor (c h w -> h w c) made by torch or numpy.
+    """
+    planes = pixels.contiguous().numpy()
+    height, width = planes.shape[1:]
+    bands = [Image.frombuffer("L", (width, height), plane, "raw", "L", 0, 1) for plane in planes]
+    return Image.merge("RGB", bands)
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """The RGB pixels of ``image`` as a (1, 3, H, W) float32 tensor in [0, 255]."""
-    import numpy as np
-    import torch
-
-    array = np.asarray(convert_to_rgb(image), dtype=np.uint8)
-    # h w c -> 1 c h w
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float()
+    return image_to_pixels(image).unsqueeze(0).float()
 
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is an error, never silently grey

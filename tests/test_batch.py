@@ -11,7 +11,8 @@ from PIL import Image
 from apt_viz import atomic
 from apt_viz.analysis import analyze_image
 from apt_viz.batch.inputs import InputError, InputItem, expand_inputs
-from apt_viz.batch.pool import ImageJob, StopFlag, run_batch
+from apt_viz.batch.jobs import ImageJob, run_batch
+from apt_viz.batch.workers import StopFlag
 from apt_viz.core.config import APTConfig
 from apt_viz.report.records import stats_record
 

@@ -14,7 +14,7 @@ import pytest
 
 from apt_viz import APTConfig
 from apt_viz.batch.inputs import InputItem
-from apt_viz.batch.pool import ImageJob
+from apt_viz.batch.jobs import ImageJob
 from apt_viz.report.artifacts import LLM_TOKENS_PATH, OVERLAY_PATH
 from apt_viz.report.html import render_index
 from apt_viz.report.summary import Failure, selection_setting

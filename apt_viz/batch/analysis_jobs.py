@@ -1,7 +1,7 @@
-"""Worker tasks of the analysis commands for :func:`apt_viz.batch.pool.run_batch`: one compare sheet,
+"""Jobs of the analysis commands for :func:`apt_viz.batch.jobs.run_batch`: one compare sheet,
 one sweep of one image.
 
-Like :class:`~apt_viz.batch.pool.ImageJob` they are picklable (sent to worker processes), never
+Like :class:`~apt_viz.batch.jobs.ImageJob` they are picklable (sent to worker processes), never
 raise (an unusable input or an internal error becomes the outcome's :class:`Failure`), and return
 plain data the main process reports.
 """
@@ -15,8 +15,10 @@ from ..core.config import APTConfig, Method
 from ..report.artifacts import COMPARE_SHEET
 from ..report.records import CompareRecord
 from ..report.summary import Failure
+from .failures import failure_of, output_failure
 from .inputs import InputItem
-from .pool import Outcome, analyze_input, failure_of
+from .jobs import Outcome, analyze_input
+from .layout import discard_partial_files
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..sweep import ImageSweep, SweepValue
@@ -47,8 +49,7 @@ class CompareJob:
             sheet = compare_sheet(analysed[1], self.alphas, panel_width=self.panel_width)
             save_image(sheet.image, os.path.join(self.output, sheet_path), **DRAWING_JPEG)
         except OSError as exc:  # disk full, permissions: this input fails, the run goes on
-            reason = f"{item.path}: cannot write {os.path.join(self.output, item.name)}: {exc.strerror or exc}"
-            return Outcome(item, failure=Failure(item.path, reason))
+            return Outcome(item, failure=output_failure(item.path, os.path.join(self.output, item.name), exc))
         except Exception as exc:
             return Outcome(item, failure=failure_of(item.path, exc, self.debug))
         panels = []
@@ -59,6 +60,9 @@ class CompareJob:
         return Outcome(item, CompareRecord(
             name=item.name, input=item.path, sheet=sheet_path, panels=panels, skipped=sheet.skipped
         ))
+
+    def discard(self, item: InputItem) -> None:
+        discard_partial_files(os.path.join(self.output, item.name))
 
 
 @dataclass(frozen=True)
@@ -81,3 +85,6 @@ class SweepJob:
             return Outcome(item, sweep_analysis(analysed[1], self.method, self.values))
         except Exception as exc:
             return Outcome(item, failure=failure_of(item.path, exc, self.debug))
+
+    def discard(self, item: InputItem) -> None:
+        """Nothing to remove: a sweep writes its files in the main process, after every image."""

@@ -1,15 +1,17 @@
 """The output folder of one image (docs/contract.md, section 7): writing its artifacts and stats.json.
 
 Every file is written atomically and ``stats.json`` last, so a folder holding a ``stats.json`` is
-complete; that is what ``--skip-existing`` looks for.
+complete; that is what ``--skip-existing`` looks for. A folder being rewritten loses its old
+``stats.json`` first, so a rewrite cut short (a worker killed) never looks complete.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import TYPE_CHECKING, cast
 
-from ..atomic import save_image, write_json
+from ..atomic import leftover_temp_files, save_image, write_json
 from ..report.artifacts import (
     LLM_TOKENS_PATH,
     ORIGINAL_PATH,
@@ -38,6 +40,8 @@ def write_image_folder(
     analysis: ImageAnalysis, original: Image.Image, folder: str, name: str, *, stats_only: bool = False
 ) -> StatsRecord:
     """Write the artifacts (unless ``stats_only``) and then ``stats.json`` of one image; return its record."""
+    with contextlib.suppress(FileNotFoundError):  # until the new one is written the folder is incomplete
+        os.unlink(os.path.join(folder, STATS_FILE))
     artifacts = [] if stats_only else write_image_artifacts(analysis, original, folder)
     record = stats_record(analysis)
     record["name"] = name
@@ -88,3 +92,14 @@ def existing_stats(folder: str) -> StatsRecord | None:
         return None
     current = isinstance(stats, dict) and stats.get("schema_version") == SCHEMA_VERSION
     return cast(StatsRecord, stats) if current else None
+
+
+def discard_partial_files(folder: str) -> None:
+    """Remove the temporary files a write cut short left in ``folder`` (a worker killed mid-write).
+
+    The artifacts already renamed into place are whole files; without ``stats.json`` the folder
+    counts as incomplete, and ``--skip-existing`` redoes it.
+    """
+    for path in leftover_temp_files(folder) if os.path.isdir(folder) else []:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

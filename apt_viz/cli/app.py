@@ -19,8 +19,26 @@ from .options import AmbiguousArguments, join_threshold_values
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES_TEXT = (
     "Exit codes: 0 all done, 1 some inputs failed (the rest completed), 2 usage error, "
-    "3 internal error (a bug: rerun with --debug and report it), 130 interrupted."
+    "3 internal error (a bug or a worker process that died: rerun with --debug and report it), 130 interrupted."
 )
+
+
+def exit_code(failed: int, internal: int = 0, interrupted: bool = False) -> int:
+    """The exit code of every command that processes inputs (see :mod:`apt_viz.batch.failures`).
+
+    Args:
+        failed: Inputs that failed, whatever the reason.
+        internal: Of those, internal errors (a bug in apt-viz, or a worker process that died).
+        interrupted: The run was stopped by Ctrl-C or SIGTERM.
+
+    Returns:
+        130 when interrupted, else 3 for any internal error, else 1 for any failed input, else 0.
+    """
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if internal:
+        return EXIT_INTERNAL
+    return EXIT_FAILURES if failed else EXIT_OK
 
 EXAMPLES = f"""\
 Examples:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..core.config import Method, Scorer
-from .app import EXIT_CODES_TEXT, app
+from .app import EXIT_CODES_TEXT, app, exit_code
 from .options import (
     DebugOption,
     ImagesArgument,
@@ -22,7 +22,7 @@ from .options import (
     input_items,
     resolve_device_name,
 )
-from .run import exit_code, print_failures
+from .run import print_failures
 
 DEFAULT_BENCH_OUTPUT = "bench"
 PRESET_NAMES = ("qwen2-vl-2b", "qwen2-vl-7b", "tiny")  # apt_viz.hf.presets.PRESETS (not imported for --help)
@@ -94,7 +94,7 @@ def bench_command(
     OUTPUT/bench.json, bench.csv and bench.png (speedup and peak memory against alpha) and prints
     the table. bf16 and SDPA on a GPU, float32 on the CPU.
     """
-    from ..batch.pool import failure_of
+    from ..batch.failures import failure_of
     from ..imaging import INPUT_ERRORS, load_image
 
     if model is not None and preset is not None:
@@ -117,7 +117,7 @@ def bench_command(
             failures.append(failure_of(item.path, exc, debug))
     print_failures(failures)
     if not loaded:
-        raise typer.Exit(exit_code(failures))
+        raise typer.Exit(exit_code(len(failures)))
 
     from rich.console import Console
 
@@ -146,7 +146,7 @@ def bench_command(
             out.print(f"{RANDOM_WEIGHTS_NOTE}: the weights are random, so these figures say nothing about quality",
                       markup=False, soft_wrap=True)
         out.print(f"written: {', '.join(paths)}", markup=False, soft_wrap=True)
-    raise typer.Exit(exit_code(failures))
+    raise typer.Exit(exit_code(len(failures)))
 
 
 def _settings(

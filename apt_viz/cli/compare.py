@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .app import EXIT_CODES_TEXT, app
+from .app import EXIT_CODES_TEXT, app, exit_code
 from .options import (
     DebugOption,
     FolderOptions,
@@ -18,7 +18,7 @@ from .options import (
     command,
     parse_thresholds,
 )
-from .run import exit_code, print_failures, run_tasks
+from .run import print_failures, run_tasks
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -86,7 +86,7 @@ def compare_command(
     print_failures(result.failures)
     if result.interrupted:
         typer.echo("interrupted: the sheets of the images that finished are written", err=True)
-    raise typer.Exit(exit_code(result.failures, result.interrupted))
+    raise typer.Exit(exit_code(len(result.failures), result.internal_errors, result.interrupted))
 
 
 def _write_index(output: str, compared: Sequence[CompareRecord], failures: Sequence) -> str:

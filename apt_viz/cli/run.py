@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from .app import EXAMPLES, EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, app
+from .app import EXAMPLES, app, exit_code
 from .options import (
     DebugOption,
     FolderOptions,
@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..batch.inputs import InputItem
-    from ..batch.pool import BatchResult, ImageJob, Outcome, Task
+    from ..batch.jobs import BatchResult, ImageJob, Job, Outcome
     from ..report.records import StatsRecord
     from ..report.summary import Failure
 
@@ -50,7 +50,7 @@ def run_command(
     Each input gets OUTPUT/<name>/ with 01_heatmaps/, 02_patches_grid/, 03_original_resized/ and
     stats.json; a folder run adds OUTPUT/summary.json, summary.csv and index.html.
     """
-    from ..batch.pool import ImageJob
+    from ..batch.jobs import ImageJob
 
     config = imaging.config(**selection.settings())
     job = ImageJob(config, folders.output, stats_only, imaging.image_pixel_limit, debug)
@@ -58,15 +58,6 @@ def run_command(
     code = execute(items, job, several=any_folder or len(items) > 1, workers=folders.worker_count,
                    skip_existing=skip_existing, quiet=quiet, json_output=json_output)
     raise typer.Exit(code)
-
-
-def exit_code(failures: Sequence[Failure], interrupted: bool = False) -> int:
-    """130 when interrupted, 3 for an internal error, 1 when some inputs failed, else 0."""
-    if interrupted:
-        return EXIT_INTERRUPTED
-    if any(failure.kind == "internal" for failure in failures):
-        return EXIT_INTERNAL
-    return EXIT_FAILURES if failures else EXIT_OK
 
 
 def print_failures(failures: Sequence[Failure]) -> None:
@@ -77,22 +68,25 @@ def print_failures(failures: Sequence[Failure]) -> None:
 
 def run_tasks(
     items: Sequence[InputItem],
-    task: Task[T],
+    job: Job[T],
     *,
     workers: int,
     quiet: bool,
     uses_cuda: bool,
     done: Sequence[Outcome[T]] = (),
 ) -> BatchResult[T]:
-    """:func:`apt_viz.batch.pool.run_batch` with a progress bar on stderr (several inputs, not quiet)
+    """:func:`apt_viz.batch.jobs.run_batch` with a progress bar on stderr (several inputs, not quiet)
     and the first Ctrl-C / SIGTERM turned into a clean stop; every command runs its inputs this way."""
     from rich.console import Console
 
-    from ..batch.pool import graceful_stop, progress_display, run_batch
+    from ..batch.jobs import run_batch
+    from ..batch.progress import progress_bar
+    from ..batch.workers import graceful_stop
 
     err = Console(stderr=True, highlight=False)
-    with graceful_stop() as stop, progress_display(err, len(items), enabled=not quiet and len(items) > 1) as tick:
-        return run_batch(items, task, workers=workers, done=done, on_done=tick, stop=stop, uses_cuda=uses_cuda)
+    with graceful_stop() as stop, progress_bar(err, len(items), enabled=not quiet and len(items) > 1) as advance:
+        return run_batch(items, job, workers=workers, done=done, stop=stop, uses_cuda=uses_cuda,
+                         on_done=lambda outcome: advance(1, outcome.item.name[:40]))
 
 
 def execute(
@@ -134,7 +128,7 @@ def execute(
     if result.interrupted:
         err.print("interrupted: finished images are complete; rerun with --skip-existing to do the rest",
                   markup=False, soft_wrap=True)
-    return exit_code(result.failures, result.interrupted)
+    return exit_code(len(result.failures), result.internal_errors, result.interrupted)
 
 
 def _write_summaries(output: str, document: dict[str, Any], result: BatchResult[StatsRecord]) -> None:

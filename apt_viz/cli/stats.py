@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from ..core.config import Method
-from .app import EXIT_CODES_TEXT, EXIT_FAILURES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, app
+from .app import EXIT_CODES_TEXT, EXIT_INTERRUPTED, EXIT_USAGE, app, exit_code
 from .options import DebugOption, ImageOptions, JsonOption, MethodOption, QuietOption, RecursiveOption, command
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -174,7 +174,8 @@ def _run_local(plan: StatsPlan, paths: list[str], output: str, workers: int, bat
                row_group_size: int, quiet: bool, started: float) -> RunReport:
     from rich.console import Console
 
-    from ..batch.pool import graceful_stop, progress_bar
+    from ..batch.progress import progress_bar
+    from ..batch.workers import graceful_stop
     from ..stats.local import run_local
     from ..stats.table import StatsTableError
 
@@ -246,15 +247,7 @@ def _report(plan: StatsPlan, report: RunReport, output: str, engine: Engine, plo
     if report.interrupted:
         err.print("interrupted: the table holds what was done; rerun with --resume to add the rest",
                   markup=False, soft_wrap=True)
-    raise typer.Exit(_exit_code(report))
-
-
-def _exit_code(report: RunReport) -> int:
-    if report.interrupted:
-        return EXIT_INTERRUPTED
-    if report.internal_errors:
-        return EXIT_INTERNAL
-    return EXIT_FAILURES if report.failed else EXIT_OK
+    raise typer.Exit(exit_code(report.failed, report.internal_errors, report.interrupted))
 
 
 def _write_plot(summary: TableSummary, output: str) -> str | None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from ..core.config import Method
-from .app import EXIT_CODES_TEXT, app
+from .app import EXIT_CODES_TEXT, app, exit_code
 from .options import (
     DebugOption,
     FolderOptions,
@@ -21,7 +21,7 @@ from .options import (
     QuietOption,
     command,
 )
-from .run import exit_code, print_failures, run_tasks
+from .run import print_failures, run_tasks
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..sweep import SweepRow
@@ -113,7 +113,7 @@ def sweep_command(
     print_failures(result.failures)
     if result.interrupted:
         typer.echo("interrupted: nothing written (a sweep aggregates every image)", err=True)
-    raise typer.Exit(exit_code(result.failures, result.interrupted))
+    raise typer.Exit(exit_code(len(result.failures), result.internal_errors, result.interrupted))
 
 
 def _print_sweep(rows: Sequence[SweepRow], stem: str) -> None:

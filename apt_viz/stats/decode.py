@@ -2,8 +2,8 @@
 
 Runs in worker processes (local engine) or Ray tasks, so it imports torch, numpy and Pillow only
 when called. It uses the same functions as ``apt-viz run`` (:func:`~apt_viz.imaging.load_image`,
-:func:`~apt_viz.imaging.resize_for_qwen2vl`), and hands back the resized pixels as a compact
-uint8 array: 3 bytes per pixel instead of the 12 of a float tensor.
+:func:`~apt_viz.imaging.resized_pixels`, the pixels of ``resize_for_qwen2vl``), and hands back
+the resized pixels as a compact uint8 array: 3 bytes per pixel instead of the 12 of a float tensor.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class Decoded:
 
     path: str
     original_hw: tuple[int, int] | None = None  # as loaded (EXIF applied)
-    pixels: np.ndarray | None = None  # (H, W, 3) uint8, resized
+    pixels: np.ndarray | None = None  # (H, W, 3) uint8, resized: a view of planar (3, H, W) memory
     error: str | None = None  # one line
     internal: bool = False  # the error is a bug in apt-viz, not a bad input
     slot: int | None = None  # local engine: the shared-memory slot holding the pixels ...
@@ -43,17 +43,15 @@ def decode(path: str, config: APTConfig, max_image_pixels: int | None = None, da
     Returns:
         A :class:`Decoded`; it never raises for a bad input.
     """
-    import numpy as np
-
-    from ..batch.pool import failure_of
-    from ..imaging import load_image, load_image_bytes, resize_for_qwen2vl
+    from ..batch.failures import failure_of
+    from ..imaging import load_image, load_image_bytes, resized_pixels
 
     original_hw = None
     try:
         image = load_image(path, max_image_pixels) if data is None else load_image_bytes(data, path, max_image_pixels)
         original_hw = (image.height, image.width)
-        resized = resize_for_qwen2vl(image, config.resize_spec, config.backend)
-        return Decoded(path, original_hw, np.asarray(resized, dtype=np.uint8))
+        pixels = resized_pixels(image, config.resize_spec, config.backend)
+        return Decoded(path, original_hw, pixels.numpy().transpose(1, 2, 0))  # c h w -> h w c (a view)
     except Exception as exc:
         failure = failure_of(path, exc, debug)
         return Decoded(path, original_hw, error=failure.error, internal=failure.kind == "internal")

@@ -29,7 +29,7 @@ class Pending:
 
     path: str
     original_hw: tuple[int, int]
-    pixels: np.ndarray  # (H, W, 3) uint8, resized
+    pixels: np.ndarray  # (H, W, 3) uint8, resized (any strides; the local engine's are a view of planar memory)
     settings: tuple[int, ...]
     slot: int | None = None  # local engine: the shared-memory slot the pixels are in
 
@@ -119,7 +119,7 @@ class BatchScorer:
         A failure here (a bug, or the device running out of memory) becomes an error row for
         every image of the batch; the run goes on.
         """
-        from ..batch.pool import failure_of
+        from ..batch.failures import failure_of
 
         try:
             return self._rows(batch)
@@ -133,7 +133,7 @@ class BatchScorer:
             return rows
 
     def _rows(self, batch: Sequence[Pending]) -> list[Row]:
-        from PIL import Image
+        import torch
 
         from ..analysis import ImageAnalysis
         from ..core.pipeline import compute_maps, select
@@ -143,7 +143,7 @@ class BatchScorer:
         hw = batch[0].resized_hw
         maps = compute_maps(self.pixels(batch), self.plan.config)
         maps_cpu = {size: m.cpu() for size, m in maps.items()}
-        resized = [Image.fromarray(item.pixels) for item in batch]
+        resized = [torch.from_numpy(item.pixels).permute(2, 0, 1) for item in batch]  # h w c -> c h w (views)
         rows: list[Row] = []
         for index, (setting, config) in enumerate(zip(self.plan.settings, self.plan.configs)):
             members = [i for i, item in enumerate(batch) if index in item.settings]
@@ -156,7 +156,7 @@ class BatchScorer:
                 analysis = ImageAnalysis(
                     source=batch[i].path,
                     original_hw=batch[i].original_hw,
-                    resized=resized[i],
+                    pixels=resized[i],
                     config=config,
                     maps={size: m[i] for size, m in maps_cpu.items()},
                     selection=_image_selection(result.selection, masks_cpu, i),
