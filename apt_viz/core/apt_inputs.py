@@ -25,7 +25,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
 import torch
@@ -82,7 +82,7 @@ class APTInputs:
         missing = [key for key in cls.KEYS if key != pixel_key and key not in given]
         if missing:
             raise ValueError(f"APT inputs are incomplete: {', '.join(missing)} missing")
-        return cls(**{key.removeprefix(cls.PREFIX): given.get(key) for key in cls.KEYS})
+        return cls(**{key.removeprefix(cls.PREFIX): given.get(key) for key in cls.KEYS})  # type: ignore[arg-type]
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> APTInputs:
@@ -105,8 +105,8 @@ class APTInputs:
 
     def to(self, device: torch.device | str) -> APTInputs:
         """The same inputs on ``device``."""
-        moved = {field.name: getattr(self, field.name) for field in fields(self)}
-        return APTInputs(**{name: None if value is None else value.to(device) for name, value in moved.items()})
+        values = {field.name: getattr(self, field.name) for field in fields(self)}
+        return replace(self, **{name: value.to(device) for name, value in values.items() if value is not None})
 
 
 APTInputs.KEYS = tuple(APTInputs.PREFIX + field.name for field in fields(APTInputs))
@@ -210,11 +210,14 @@ def check_image_tokens(
     if len(lengths) == len(expected):
         i = int((lengths != expected).nonzero()[0])
         raise ValueError(
-            f"image {i}: the prompt holds {int(lengths[i])} image tokens for it but {key}[{i}] = {int(expected[i])}: {fix}"
+            f"image {i}: the prompt holds {int(lengths[i])} image tokens for it "
+            f"but {key}[{i}] = {int(expected[i])}: {fix}"
         )
     total, want = int(lengths.sum()), int(expected.sum())
     if total != want:
-        raise ValueError(f"the prompt holds {total} image tokens but {key} gives {want} for {len(expected)} images: {fix}")
+        raise ValueError(
+            f"the prompt holds {total} image tokens but {key} gives {want} for {len(expected)} images: {fix}"
+        )
 
 
 # --- steps 1 to 3: the tensors and the counts ---------------------------------------------------
@@ -235,7 +238,8 @@ def _check_tensors(inputs: APTInputs, grid: Any, row_width: int | None, device: 
     for name, value, rank, last, floating, shape in named:
         if not isinstance(value, torch.Tensor):
             raise ValueError(
-                f"{name} must be a torch.Tensor, got {type(value).__name__} (call the processor with return_tensors='pt')"
+                f"{name} must be a torch.Tensor, got {type(value).__name__} "
+                "(call the processor with return_tensors='pt')"
             )
         if value.dim() != rank or (last is not None and value.shape[-1] != last):
             raise ValueError(f"{name} must have shape {shape}, got {tuple(value.shape)}")
@@ -249,7 +253,9 @@ def _check_tensors(inputs: APTInputs, grid: Any, row_width: int | None, device: 
                 "move the processor's outputs together (inputs.to(device))"
             )
     if device is not None and first.device != device:
-        raise ValueError(f"{first_name} is on {first.device} but the model on {device}: move the inputs with .to(model.device)")
+        raise ValueError(
+            f"{first_name} is on {first.device} but the model on {device}: move the inputs with .to(model.device)"
+        )
     pixels = inputs.pixel_values
     if row_width is not None and pixels is not None and pixels.shape[1] != row_width:
         raise ValueError(
@@ -286,7 +292,8 @@ def _check_counts(inputs: APTInputs, grids: list[list[int]], num_tokens: list[in
     }
     if len(set(lengths.values())) > 1:
         counts = ", ".join(f"{name} has {count}" for name, count in lengths.items())
-        raise ValueError(f"image {_image_of_row(ends, min(lengths.values()))}: the APT row counts disagree: {counts} rows")
+        image = _image_of_row(ends, min(lengths.values()))
+        raise ValueError(f"image {image}: the APT row counts disagree: {counts} rows")
     total, available = ends[-1], len(inputs.patch_sizes)
     if total > available:
         i = _image_of_row(ends, available)
@@ -317,7 +324,8 @@ def _coverage(
     width = grids[image, 2]
     offsets = F.pad((grids[:, 1] * grids[:, 2]).cumsum(0), (1, 0))
     total = int(offsets[-1])
-    dy, dx = (torch.arange(largest, device=device).repeat_interleave(largest), torch.arange(largest, device=device).repeat(largest))
+    offset = torch.arange(largest * largest, device=device)
+    dy, dx = offset // largest, offset % largest  # every (row, col) offset inside the largest cell
     inside = (dy < cells[:, None]) & (dx < cells[:, None]) & usable[:, None]  # (n, largest**2)
     covered = (offsets[image] + rows * width + cols)[:, None] + dy * width[:, None] + dx
     index = torch.where(inside, covered, total)  # offsets outside a cell go to a spare bin at the end
@@ -341,7 +349,8 @@ class _Failure:
         row = int(mask.nonzero()[0])
         i = int(self.image[row])
         where = f"image {i}, row {row - sum(self.num_tokens[:i])}"
-        return row, where, f"the {int(self.sizes[row])} px cell at base cell ({int(self.rows[row])}, {int(self.cols[row])})"
+        cell = f"the {int(self.sizes[row])} px cell at base cell ({int(self.rows[row])}, {int(self.cols[row])})"
+        return row, where, cell
 
     def explain(
         self, flags: list[bool], good_size: torch.Tensor, outside: torch.Tensor, unaligned: torch.Tensor,
@@ -352,7 +361,8 @@ class _Failure:
         if bad_size:
             row, where, _ = self.locate(~good_size)
             raise ValueError(
-                f"{where}: patch size {int(self.sizes[row])} px is not one of the scales {', '.join(map(str, scales))} px"
+                f"{where}: patch size {int(self.sizes[row])} px is not one of the scales "
+                f"{', '.join(map(str, scales))} px"
             )
         if out:
             row, where, cell = self.locate(outside)
@@ -361,7 +371,8 @@ class _Failure:
         if misaligned:
             row, where, cell = self.locate(unaligned)
             raise ValueError(
-                f"{where}: {cell} is not aligned to its size (row and column must be multiples of {int(self.cells[row])})"
+                f"{where}: {cell} is not aligned to its size "
+                f"(row and column must be multiples of {int(self.cells[row])})"
             )
         if overlap or hole:
             first = int(((coverage > 1) if overlap else (coverage == 0)).nonzero()[0])
@@ -378,5 +389,6 @@ class _Failure:
             made = llm_tokens.tolist()
             i = next(k for k, (have, want) in enumerate(zip(made, num_llm)) if have != want)
             raise ValueError(
-                f"image {i}: {APTInputs.key('num_llm_tokens')}[{i}] = {num_llm[i]} but its rows make {made[i]} LLM tokens"
+                f"image {i}: {APTInputs.key('num_llm_tokens')}[{i}] = {num_llm[i]} "
+                f"but its rows make {made[i]} LLM tokens"
             )

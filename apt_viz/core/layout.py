@@ -65,7 +65,7 @@ def apt_layout(
     rows = check_apt_inputs(inputs, image_grid_thw, patch_size, merge_size, num_scales, row_width, device)
     m = merge_size
     centre = (rows.cells.to(torch.float32) - 1) / 2  # 0 for a base patch: its stock integer position
-    starts, llm_cell, merge_rows = _merge_groups(rows.rows, rows.cols, rows.cells, rows.image, rows.grids, m)
+    llm_cell, merge_rows = _merge_groups(rows.rows, rows.cols, rows.cells, rows.image, rows.grids, m)
     counts = tuple(rows.llm_tokens)
     return APTLayout(
         vision_positions=torch.stack([rows.rows + centre, rows.cols + centre], dim=-1),
@@ -81,7 +81,7 @@ def apt_layout(
 
 def _merge_groups(
     rows: torch.Tensor, cols: torch.Tensor, cells: torch.Tensor, image: torch.Tensor, grids: torch.Tensor, m: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The LLM tokens of a checked batch and the m * m rows the merger reads for each.
 
     A token starts at a base row at the top-left of its merge group, or at any larger cell. Tokens
@@ -89,7 +89,7 @@ def _merge_groups(
     cells are known to tile every image (checked), so every merge group of base cells is whole.
 
     Returns:
-        ``starts`` (L,) the row each token starts at, ``llm_cell`` (L,) its merged-grid cell,
+        ``llm_cell`` (L,) the merged-grid cell of each token,
         ``merge_rows`` (L, m * m) the rows the merger reads: a group's base rows in stock order
         (raster inside the group), or a larger cell's row m * m times.
     """
@@ -111,7 +111,7 @@ def _merge_groups(
     group_cells = base_cell[starts, None] + dy.flatten() * grid_w[starts, None] + dx.flatten()  # (L, m*m)
     group_rows = row_of_cell[group_cells.clamp(max=len(row_of_cell) - 1)]
     merge_rows = torch.where(~is_base[starts, None], starts[:, None].expand(-1, m * m), group_rows)
-    return starts, llm_cell, merge_rows
+    return llm_cell, merge_rows
 
 
 def unpatchify(

@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -315,7 +315,7 @@ class APTForConditionalGenerationMixin:
     """
 
     apt_model_class: type  # the family's APT inner model
-    _apt_stock_class: type  # the stock class this mixin is combined with (found by __init_subclass__)
+    _apt_stock_class: ClassVar[type]  # the stock class this mixin is combined with (found by __init_subclass__)
     model: Any
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -329,7 +329,7 @@ class APTForConditionalGenerationMixin:
         # The stock __init__ builds a stock inner model; building it and then replacing it would
         # double the construction cost, so this does what it does (the same in every family) with
         # the APT inner model in its place.
-        super(self._apt_stock_class, self).__init__(config)  # type: ignore[call-arg]
+        super(self._apt_stock_class, self).__init__(config)  # type: ignore[arg-type]
         self.model = self.apt_model_class(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()  # type: ignore[attr-defined]
