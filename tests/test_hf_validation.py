@@ -259,3 +259,15 @@ def test_valid_inputs_are_left_untouched_and_run(model, batches):
     assert torch.equal(first, again)
     for name, call in ENTRY_POINTS.items():  # every entry point takes them
         assert call(model, inputs) is not None, name
+
+
+def test_inputs_on_another_device_than_the_model_are_refused(model, batches):
+    """The processor's tensors on the CPU, the model elsewhere (here the meta device): one line, nothing runs."""
+    import copy
+
+    elsewhere = copy.deepcopy(model).to("meta")
+    with pytest.raises(ValueError) as error:
+        elsewhere(**batches["one"])
+    assert str(error.value) == (
+        "apt_pixel_values is on cpu but the model on meta: move the inputs with .to(model.device)"
+    )

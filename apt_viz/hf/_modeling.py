@@ -163,9 +163,11 @@ class APTModelMixin:
             raise ValueError("APT inputs need image_grid_thw (returned by the processor)")
         vision = self.config.vision_config
         row_width = getattr(vision, "in_channels", 3) * vision.temporal_patch_size * vision.patch_size**2
+        # Under accelerate's device map, hooks move each module's inputs to its device: no device to demand.
+        hooked = any(hasattr(module, "_hf_hook") for module in (self, self.visual, self.visual.patch_embed))
         layout = apt_layout(
             apt, image_grid_thw, vision.patch_size, vision.spatial_merge_size, self.apt_num_scales, row_width,
-            device=None if getattr(self, "hf_device_map", None) else self.visual.device,
+            device=None if hooked else self.visual.device,
         )
         if input_ids is not None:
             check_image_tokens(input_ids, self.config.image_token_id, apt.num_llm_tokens, self.apt_processor_name)
