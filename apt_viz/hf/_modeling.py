@@ -17,14 +17,16 @@ Extension points of :class:`APTModelMixin` (override in the family's inner model
 - :meth:`~APTModelMixin.apt_vision_inputs`: the precomputed inputs of the vision tower for the
   APT rows. The base gives the rotary ``position_ids`` (cell centres) and ``cu_seqlens`` (one
   segment per image). Qwen3-VL / Qwen3.5 add ``interp_indices`` / ``interp_weights`` of the
-  learned position table sampled per APT row; Qwen2.5-VL adds its window boundaries.
+  learned position table sampled per APT row (``super()`` plus two keys).
 - :meth:`~APTModelMixin.apt_mergers`: the modules whose input rows are gathered per LLM token (m*m
   rows each). The base gives the final merger and, when the tower has them, the deepstack mergers
   (Qwen3-VL), so those read the same rows as the final merger.
 - :meth:`~APTModelMixin.apt_encode`: runs the tower on the APT rows under the merger hook. Override
   only where the stock tower cannot take the rows as they are (Qwen2.5-VL, whose stock forward
-  reorders whole groups of m*m rows into windows); the merger must still see the rows in APT
-  order, i.e. the order of ``apt_pixel_values``.
+  reorders whole groups of m*m rows into windows: its override groups the rows by window, takes
+  ``cu_window_seqlens`` from each window's row count, keeps ``cu_seqlens`` for the full-attention
+  blocks, and runs the merger inside :func:`gathered_rows`). The merger must see the rows in APT
+  order, i.e. the order of ``apt_pixel_values``, which ``layout.merge_index`` refers to.
 
 The layout handed to these hooks (:class:`~apt_viz.core.layout.APTLayout`) gives, per row, the
 image, the cell side and top-left base cell and the rotary centre, so a family can compute windows
