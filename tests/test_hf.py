@@ -23,7 +23,7 @@ from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoP
 from apt_viz.core.accounting import token_stats
 from apt_viz.core.tokenizer import PatchTokenizer
 from apt_viz.hf import (
-    APT_OUTPUT_KEYS,
+    APTInputs,
     APTQwen2VLImageProcessor,
     APTQwen2VLImageProcessorPil,
     unpatchify,
@@ -126,7 +126,7 @@ def masks_from_rows(
 def test_stock_outputs_identical_to_the_stock_processor(stock_cls, apt_cls, settings, images):
     stock = stock_cls()(images)
     out = apt_cls(**settings)(images)
-    assert set(out) == {"pixel_values", "image_grid_thw", *APT_OUTPUT_KEYS}
+    assert set(out) == {"pixel_values", "image_grid_thw", *APTInputs.KEYS}
     assert type(out["pixel_values"]) is type(stock["pixel_values"])
     for key in ("pixel_values", "image_grid_thw"):
         assert out[key].dtype == stock[key].dtype
@@ -233,7 +233,7 @@ def test_several_images_in_one_call_equal_one_call_each(apt_cls, images):
         singles.append(ip(image))
         single_info.extend(ip.last_budget_info)
     assert batch_info == single_info
-    for key in ("pixel_values", "image_grid_thw", *APT_OUTPUT_KEYS):
+    for key in ("pixel_values", "image_grid_thw", *APTInputs.KEYS):
         joined = np.concatenate([np.asarray(single[key]) for single in singles])
         assert np.array_equal(np.asarray(batch[key]), joined), key
 

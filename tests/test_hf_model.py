@@ -16,6 +16,7 @@ from transformers import Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
 from apt_viz.hf import (
+    APTInputs,
     APTQwen2VLForConditionalGeneration,
     APTQwen2VLImageProcessor,
     APTQwen2VLProcessor,
@@ -38,9 +39,6 @@ def build_tiny_tokenizer():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.build_tiny_tokenizer()
-
-
-APT_ONLY = ("apt_pixel_values", "apt_patch_sizes", "apt_patch_positions", "apt_num_tokens", "apt_num_llm_tokens")
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +82,7 @@ def stock_processor(tokenizer) -> Qwen2VLProcessor:
 
 
 def without_apt(inputs) -> dict:
-    return {key: value for key, value in inputs.items() if key not in APT_ONLY}
+    return {key: value for key, value in inputs.items() if key not in APTInputs.KEYS}
 
 
 def greedy(model, inputs, steps: int = 4):
@@ -116,7 +114,7 @@ def test_the_stock_checkpoint_loads_unchanged(models, tmp_path):
 # --- exactly stock where APT changes nothing --------------------------------------------------
 
 def test_keeping_every_patch_gives_the_stock_logits_and_generation(models, tokenizer, photos):
-    """Budget alpha 1.0 keeps every base patch: the APT path must reproduce the stock model."""
+    """Budget alpha 1.0 keeps every base patch: the APT path (checks included) reproduces the stock model bit for bit."""
     stock, apt = models
     images, text = photos[:2], [PROMPT, SHORT_PROMPT]
     inputs = apt_processor(tokenizer, patch_selection_method="budget", alpha=1.0)(
@@ -128,12 +126,12 @@ def test_keeping_every_patch_gives_the_stock_logits_and_generation(models, token
         assert torch.equal(inputs[key], reference[key]), key
     with torch.no_grad():
         expected = stock(**reference).logits
-        assert (apt(**inputs).logits - expected).abs().max() <= 1e-5
+        assert torch.equal(apt(**inputs).logits, expected)
 
     stock_run, apt_run = greedy(stock, reference), greedy(apt, inputs)
     assert torch.equal(apt_run.sequences, stock_run.sequences)
     for apt_step, stock_step in zip(apt_run.logits, stock_run.logits, strict=True):
-        assert (apt_step - stock_step).abs().max() <= 1e-5
+        assert torch.equal(apt_step, stock_step)
 
 
 def test_stock_inputs_give_the_stock_model(models, tokenizer, photos):
@@ -209,7 +207,7 @@ def test_two_images_in_one_prompt_keep_the_stock_text_positions(models, tokenize
     reference = stock_processor(tokenizer)(images=images, text=[TWO_IMAGES], return_tensors="pt")
     assert int((inputs["input_ids"] == apt.config.image_token_id).sum()) == int(inputs["apt_num_llm_tokens"].sum())
 
-    apt_keys = {key: inputs[key] for key in APT_ONLY if key != "apt_pixel_values"}
+    apt_keys = {key: inputs[key] for key in APTInputs.KEYS if key != "apt_pixel_values"}
     positions, _ = apt.model.get_rope_index(
         inputs["input_ids"], inputs["mm_token_type_ids"], inputs["image_grid_thw"], **apt_keys
     )
@@ -247,13 +245,11 @@ def test_images_are_encoded_once_per_generate_call(models, tokenizer, photos):
 def test_a_large_patch_is_merged_from_its_row_repeated_four_times(models, tokenizer, photos):
     _, apt = models
     inputs = apt_processor(tokenizer, patch_selection_method="budget", alpha=0.3)(images=photos[:1])
-    apt_keys = {key: torch.as_tensor(inputs[key]) for key in APT_ONLY}
+    apt_keys = {key: torch.as_tensor(inputs[key]) for key in APTInputs.KEYS}
     grid = torch.as_tensor(inputs["image_grid_thw"])
     with torch.no_grad():
         out = apt.model.get_image_features(image_grid_thw=grid, **apt_keys)
-    layout = apt_layout(
-        apt_keys["apt_patch_sizes"], apt_keys["apt_patch_positions"], apt_keys["apt_num_tokens"], grid, 14, 2
-    )
+    layout = apt_layout(APTInputs.from_mapping(apt_keys), grid, 14, 2)
     rows, features = out.last_hidden_state, out.pooler_output[0]
     merger = apt.model.visual.merger
     sizes = apt_keys["apt_patch_sizes"]
@@ -278,7 +274,7 @@ def test_a_large_patch_is_merged_from_its_row_repeated_four_times(models, tokeni
 def test_the_rotary_embedding_gets_the_centre_of_every_cell(models, tokenizer, photos):
     _, apt = models
     inputs = apt_processor(tokenizer, patch_selection_method="budget", alpha=0.3)(images=photos[:1])
-    apt_keys = {key: torch.as_tensor(inputs[key]) for key in APT_ONLY}
+    apt_keys = {key: torch.as_tensor(inputs[key]) for key in APTInputs.KEYS}
     seen = []
     handle = apt.model.visual.rotary_pos_emb.register_forward_hook(lambda _, args, out: seen.append(args[1]))
     try:
@@ -303,7 +299,7 @@ def test_apt_inputs_with_a_stock_prompt_fail_with_one_line(models, tokenizer, ph
         images=photos[:1], text=[PROMPT], return_tensors="pt"
     )
     stock_prompt = stock_processor(tokenizer)(images=photos[:1], text=[PROMPT], return_tensors="pt")
-    mixed = {**stock_prompt, **{key: apt_inputs[key] for key in APT_ONLY}}
+    mixed = {**stock_prompt, **{key: apt_inputs[key] for key in APTInputs.KEYS}}
     with pytest.raises(ValueError) as error:
         apt(**mixed)
     assert "build the inputs with APTQwen2VLProcessor" in str(error.value) and "\n" not in str(error.value)
@@ -330,47 +326,3 @@ def test_the_generate_example_runs_offline_with_the_readme_counts(photo_paths):
     assert lines[0].startswith("vision encoder rows: 387 of 1296 base patches")
     assert lines[1] == "image tokens in the prompt: 186 = apt_num_llm_tokens 186 (stock: 324)"
     assert lines[2].startswith("generated (random weights): ")
-
-
-# --- the layout, worked by hand -----------------------------------------------------------------
-
-def test_the_layout_of_a_hand_made_selection():
-    """Image 0: a 4 x 4 base grid (2 x 2 merged cells): base groups at the top-left and bottom-right,
-    28 px cells at (0, 2) and (2, 0), rows in the processor's order (base rows by merge group, then
-    28 px rows in raster order). Image 1: a 2 x 2 grid holding one 28 px cell."""
-    sizes = torch.tensor([14] * 8 + [28, 28] + [28])
-    positions = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1], [2, 2], [2, 3], [3, 2], [3, 3],
-                              [0, 2], [2, 0], [0, 0]])
-    layout = apt_layout(sizes, positions, torch.tensor([10, 1]), torch.tensor([[1, 4, 4], [1, 2, 2]]), 14, 2,
-                        num_llm_tokens=torch.tensor([4, 1]))
-    # Tokens in merged-grid raster order: group A, the 28 px at (0, 2), the one at (2, 0), group B.
-    assert layout.merge_index.view(-1, 4).tolist() == [[0, 1, 2, 3], [8, 8, 8, 8], [9, 9, 9, 9], [4, 5, 6, 7],
-                                                       [10, 10, 10, 10]]
-    assert [cells.tolist() for cells in layout.llm_cells] == [[0, 1, 2, 3], [0]]
-    assert layout.llm_tokens == (4, 1)
-    assert layout.cu_seqlens.tolist() == [0, 10, 11]
-    assert layout.vision_positions[:8].tolist() == positions[:8].float().tolist()  # base: stock integers
-    assert layout.vision_positions[8:].tolist() == [[0.5, 2.5], [2.5, 0.5], [0.5, 0.5]]  # 28 px: centres
-
-
-HAND_SIZES = [14] * 8 + [28, 28] + [28]
-HAND_POSITIONS = [[0, 0], [0, 1], [1, 0], [1, 1], [2, 2], [2, 3], [3, 2], [3, 3], [0, 2], [2, 0], [0, 0]]
-
-
-@pytest.mark.parametrize(
-    "sizes, positions, num_tokens, num_llm, message",
-    [
-        (HAND_SIZES[1:], HAND_POSITIONS[1:], [9, 1], [4, 1], "must fill whole 2x2 merge groups"),  # (0, 0) gone
-        ([14] * 8 + [42, 28, 28], HAND_POSITIONS, [10, 1], [4, 1], "must be 14 or multiples of 28 px"),
-        (HAND_SIZES, [*HAND_POSITIONS[:10], [1, 0]], [10, 1], [4, 1], "fall outside their image's grid"),
-        (HAND_SIZES, [*HAND_POSITIONS[:8], [1, 2], [2, 0], [0, 0]], [10, 1], [4, 1], "start on their own grid"),
-        (HAND_SIZES, HAND_POSITIONS, [10, 1], [5, 1], "do not match the patches, which give [4, 1]"),
-        (HAND_SIZES, HAND_POSITIONS, [10, 2], [4, 1], "sums to 12 but there are 11 APT rows"),
-    ],
-    ids=["missing-base-row", "size", "outside", "unaligned", "llm-count", "row-count"],
-)
-def test_layouts_that_do_not_fit_fail_with_one_line(sizes, positions, num_tokens, num_llm, message):
-    with pytest.raises(ValueError) as error:
-        apt_layout(torch.tensor(sizes), torch.tensor(positions), torch.tensor(num_tokens),
-                   torch.tensor([[1, 4, 4], [1, 2, 2]]), 14, 2, num_llm_tokens=torch.tensor(num_llm))
-    assert message in str(error.value) and "\n" not in str(error.value)

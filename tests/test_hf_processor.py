@@ -15,6 +15,7 @@ from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageP
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
 from apt_viz.hf import (
+    APTInputs,
     APTQwen2VLImageProcessor,
     APTQwen2VLImageProcessorPil,
     APTQwen2VLProcessor,
@@ -99,7 +100,7 @@ def test_each_image_expands_to_its_apt_llm_tokens(tokenizer, photos):
     for key in ("pixel_values", "image_grid_thw"):
         assert torch.equal(out[key], reference[key]), key
     image_only = apt.image_processor(images, return_tensors="pt")
-    for key in ("apt_pixel_values", "apt_patch_sizes", "apt_patch_positions", "apt_num_tokens", "apt_num_llm_tokens"):
+    for key in APTInputs.KEYS:
         assert torch.equal(out[key], image_only[key]), key
 
 

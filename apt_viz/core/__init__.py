@@ -53,6 +53,14 @@ _EXPORTS = {
     "prefill_flops": "flops",
     "image_flops": "flops",
     "FlopsEstimate": "flops",
+    # the apt_* inputs and their layout in a Qwen model
+    "APTInputs": "apt_inputs",
+    "check_apt_inputs": "apt_inputs",
+    "check_image_tokens": "apt_inputs",
+    "APTLayout": "layout",
+    "apt_layout": "layout",
+    "unpatchify": "layout",
+    "merge_block_order": "layout",
     # patches and the tokenizer
     "construct_patch_groups": "patches",
     "PatchTokenizer": "tokenizer",

@@ -1,33 +1,34 @@
-"""Hugging Face ``transformers`` integration for Qwen2-VL (importing it imports transformers).
+"""Hugging Face ``transformers`` integration for the Qwen VL families (importing it imports transformers).
 
-Importing registers the APT image processors with ``AutoImageProcessor`` and the APT processor
-with ``AutoProcessor``, each under its own key (the stock Qwen2-VL mappings are untouched).
+One module per family over one shared APT base: :mod:`.qwen2_vl` (processor and models),
+:mod:`.qwen2_5_vl` and :mod:`.qwen3_vl` (processors; Qwen3.5 uses Qwen3-VL's). The image processors
+(:mod:`.image_processing`) serve every family. The bases (:mod:`._processing`, :mod:`._modeling`)
+hold what the families share: the placeholder expansion, the checks of the ``apt_*`` inputs, the
+merger and position hooks and the generation plumbing.
+
+Importing registers the APT image processors with ``AutoImageProcessor`` and the APT processors with
+``AutoProcessor``, each under its own key (the stock mappings are untouched).
 """
 from __future__ import annotations
 
+from ..core.apt_inputs import APTInputs
+from ..core.layout import APTLayout, apt_layout, unpatchify
+from ._processing import as_apt_image_processor
 from .image_processing import (
-    APT_OUTPUT_KEYS,
     APTQwen2VLImageProcessor,
     APTQwen2VLImageProcessorKwargs,
     APTQwen2VLImageProcessorPil,
     apt_config,
     apt_view,
-    unpatchify,
-)
-from .modeling import (
-    APT_MODEL_INPUTS,
-    APTLayout,
-    APTQwen2VLForConditionalGeneration,
-    APTQwen2VLModel,
-    apt_layout,
 )
 from .presets import PRESETS, preset_architecture, preset_config, qwen2vl_config
-from .processing import APTQwen2VLProcessor, as_apt_image_processor
+from .qwen2_5_vl import APTQwen2_5_VLProcessor
+from .qwen2_vl import APTQwen2VLForConditionalGeneration, APTQwen2VLModel, APTQwen2VLProcessor
+from .qwen3_vl import APTQwen3VLProcessor
 
 __all__ = [
-    "APT_MODEL_INPUTS",
-    "APT_OUTPUT_KEYS",
     "PRESETS",
+    "APTInputs",
     "APTLayout",
     "APTQwen2VLForConditionalGeneration",
     "APTQwen2VLImageProcessor",
@@ -35,6 +36,8 @@ __all__ = [
     "APTQwen2VLImageProcessorPil",
     "APTQwen2VLModel",
     "APTQwen2VLProcessor",
+    "APTQwen2_5_VLProcessor",
+    "APTQwen3VLProcessor",
     "apt_config",
     "apt_layout",
     "apt_view",

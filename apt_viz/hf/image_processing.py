@@ -1,15 +1,18 @@
-"""Qwen2-VL image processors for Hugging Face ``transformers`` that also return the APT view.
+"""The APT image processors for Hugging Face ``transformers``, one pair for every Qwen family.
 
-``APTQwen2VLImageProcessor`` (torchvision backend, the default) and ``APTQwen2VLImageProcessorPil``
-return ``pixel_values`` and ``image_grid_thw`` exactly as their stock classes do, so stock models
-and the stock ``<|image_pad|>`` expansion are unchanged, plus the mixed-scale patches an
-APT-aware modeling file needs (``APT_OUTPUT_KEYS``). The selection runs on each image as the stock
-processor resized it, through the core library (scoring -> selection -> accounting), so it is the
-same as :class:`apt_viz.PatchTokenizer` on that image.
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5 all use transformers' ``Qwen2VLImageProcessor``
+(Qwen3-VL and Qwen3.5 with 16 px patches and mean/std 0.5, from their checkpoint's
+``preprocessor_config.json``). ``APTQwen2VLImageProcessor`` (torchvision backend, the default) and
+``APTQwen2VLImageProcessorPil`` return ``pixel_values`` and ``image_grid_thw`` exactly as their
+stock classes do, with whatever patch size and normalization they are given, so stock models and
+the stock ``<|image_pad|>`` expansion are unchanged, plus the mixed-scale patches an APT model
+needs: the five ``apt_*`` keys of :class:`~apt_viz.core.apt_inputs.APTInputs`. The selection runs
+on each image as the stock processor resized it, through the core library (scoring -> selection ->
+accounting), so it is the same as :class:`apt_viz.PatchTokenizer` on that image.
 
 Settings (``patch_selection_method``, ``alpha``, ``thresholds``, ``scorer``) can be given at
-construction, set as attributes, or passed per call (also as ``images_kwargs`` of
-``Qwen2VLProcessor``); ``save_pretrained`` / ``from_pretrained`` keep them.
+construction, set as attributes, or passed per call (also as ``images_kwargs`` of the
+processors); ``save_pretrained`` / ``from_pretrained`` keep them.
 
 Importing this module imports transformers and torchvision; ``import apt_viz`` does not.
 """
@@ -31,19 +34,14 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 
 from ..core.accounting import TokenStats
+from ..core.apt_inputs import APTInputs
 from ..core.config import APTConfig
+from ..core.layout import merge_block_order, unpatchify
 from ..core.patches import construct_patch_groups
 from ..core.pipeline import run_apt
 from ..core.selection import BudgetInfo, Selection
 
 APT_SETTINGS = ("patch_selection_method", "alpha", "thresholds", "scorer")
-APT_OUTPUT_KEYS = (
-    "apt_pixel_values",
-    "apt_patch_sizes",
-    "apt_patch_positions",
-    "apt_num_tokens",
-    "apt_num_llm_tokens",
-)
 # Per-call results kept on the processor; never serialized by save_pretrained.
 _LAST_CALL_ATTRIBUTES = ("last_budget_info", "last_thresholds", "last_token_stats")
 
@@ -92,29 +90,16 @@ class ImageAPTView:
     selection: Selection
     stats: TokenStats
 
-
-def unpatchify(
-    rows: torch.Tensor, grid_h: int, grid_w: int, patch_size: int, merge_size: int, temporal_patch_size: int
-) -> torch.Tensor:
-    """Inverse of the stock Qwen2-VL ``patchify`` for one image: (grid_h * grid_w, C*T*p*p) -> (1, C, H, W).
-
-    Takes the first temporal copy (an image's copies are identical).
-    """
-    p, m, t = patch_size, merge_size, temporal_patch_size
-    channels = rows.shape[-1] // (t * p * p)
-    blocks = rows.reshape(grid_h // m, grid_w // m, m, m, channels, t, p, p)[..., 0, :, :]
-    # bh bw m1 m2 c y x -> c (bh m1 y) (bw m2 x)  (rows: merge blocks, first temporal copy taken above)
-    image = blocks.permute(4, 0, 2, 5, 1, 3, 6).reshape(channels, grid_h * p, grid_w * p)
-    return image.unsqueeze(0)
-
-
-def merge_block_order(rows: torch.Tensor, cols: torch.Tensor, grid_w: int, merge_size: int) -> torch.Tensor:
-    """Permutation that sorts base cells (row, col) into the stock ``pixel_values`` order:
-    m x m merge blocks in raster order, raster order inside each block."""
-    m = merge_size
-    blocks_per_row = -(-grid_w // m)
-    key = ((rows // m) * blocks_per_row + cols // m) * (m * m) + (rows % m) * m + cols % m
-    return torch.argsort(key)
+    @property
+    def inputs(self) -> APTInputs:
+        """This image's rows as a one-image :class:`APTInputs`."""
+        return APTInputs(
+            pixel_values=self.pixel_values,
+            patch_sizes=self.patch_sizes,
+            patch_positions=self.patch_positions,
+            num_tokens=torch.tensor([len(self.patch_sizes)]),
+            num_llm_tokens=torch.tensor([self.stats.llm_tokens]),
+        )
 
 
 def apt_view(
@@ -127,7 +112,7 @@ def apt_view(
 
     ``image_255`` (1, C, H, W) in [0, 255] is scored; ``normalized`` (1, C, H, W) (the pixels the
     stock processor emitted) gives the patches. Rows are ordered scale by scale, smallest first;
-    base (14 px) rows follow the stock ``pixel_values`` order (merge blocks), so every
+    base (p px) rows follow the stock ``pixel_values`` order (merge blocks), so every
     ``merge_size**2`` consecutive base rows are one LLM token as in stock Qwen2-VL; larger cells
     follow the raster order of their own grid. A cell of size ``p * 2**i`` is the zero-padded
     normalized image downsampled by ``2**i`` (:func:`apt_viz.core.patches.construct_patch_groups`), repeated
@@ -274,17 +259,11 @@ class _APTMixin:
 
 def _apt_outputs(views: list[ImageAPTView]) -> dict[str, torch.Tensor]:
     """The ``apt_*`` keys: every image's rows concatenated in input order, plus per-image counts."""
-    return {
-        "apt_pixel_values": torch.cat([v.pixel_values for v in views]),
-        "apt_patch_sizes": torch.cat([v.patch_sizes for v in views]),
-        "apt_patch_positions": torch.cat([v.patch_positions for v in views]),
-        "apt_num_tokens": torch.tensor([v.stats.vision_tokens for v in views], dtype=torch.long),
-        "apt_num_llm_tokens": torch.tensor([v.stats.llm_tokens for v in views], dtype=torch.long),
-    }
+    return APTInputs.concat([view.inputs for view in views]).as_dict()
 
 
 class APTQwen2VLImageProcessor(_APTMixin, Qwen2VLImageProcessor):
-    """Qwen2-VL image processor (torchvision backend) that also returns the APT view."""
+    """Qwen2-VL image processor (torchvision backend) that also returns the APT view; serves every Qwen family."""
 
     def _resize_like_stock(self, images: list, size: Any, resample: Any, factor: int, **kwargs: Any) -> list:
         # The stock resize loop: same-shape images are resized together, then put back in order.
@@ -297,7 +276,7 @@ class APTQwen2VLImageProcessor(_APTMixin, Qwen2VLImageProcessor):
 
 
 class APTQwen2VLImageProcessorPil(_APTMixin, Qwen2VLImageProcessorPil):
-    """Qwen2-VL image processor (PIL backend) that also returns the APT view."""
+    """Qwen2-VL image processor (PIL backend) that also returns the APT view; serves every Qwen family."""
 
     def _resize_like_stock(self, images: list, size: Any, resample: Any, factor: int, **kwargs: Any) -> list:
         return [self.resize(image, size=size, resample=resample, factor=factor) for image in images]
