@@ -19,7 +19,7 @@ from apt_viz.core.families import family_spec
 from apt_viz.hf import APTQwen2VLImageProcessor
 from apt_viz.imaging import load_image
 
-from helpers import PHOTO_NAMES, PHOTO_PATHS
+from helpers import PHOTO_NAMES, PHOTO_PATHS, cli_imports
 
 runner = CliRunner()
 PHOTOS = {name: load_image(PHOTO_PATHS[name]) for name in PHOTO_NAMES}
@@ -170,3 +170,11 @@ def test_unknown_family_is_a_usage_error(tmp_path):
     result = invoke(PHOTO_PATHS["chelsea"], "-o", tmp_path / "out", "--model-family", "qwen4")
     assert result.exit_code == 2 and "'qwen4' is not one of 'qwen2-vl', 'qwen2.5-vl', 'qwen3-vl', 'qwen3.5'" in (
         one_line(result.output))
+
+
+def test_model_dir_does_not_import_transformers(tmp_path, checkpoint):
+    argv = ["run", str(PHOTO_PATHS["chelsea"]), "-o", str(tmp_path / "out"), "--stats-only", "--quiet", "--device",
+            "cpu", "--model", str(checkpoint)]
+    result, imported = cli_imports(argv, watch=("transformers", "torchvision"))
+    assert imported == [], result.stderr
+    assert json.loads((tmp_path / "out" / "chelsea.jpg" / "stats.json").read_text())["config"]["patch_size"] == 16

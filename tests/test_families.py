@@ -8,8 +8,11 @@ qwen2-vl. The published min/max pixels, mean and std of the newer families are n
 """
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from apt_viz.analysis import analyze_image
 from apt_viz.core.config import APTConfig
 from apt_viz.core.families import (
     FAMILIES,
@@ -19,7 +22,11 @@ from apt_viz.core.families import (
     family_of_model_type,
     family_spec,
 )
+from apt_viz.core.flops import ARCHITECTURES
 from apt_viz.core.qwen2vl import smart_resize
+from apt_viz.report import records
+
+from helpers import PHOTO_PATHS
 
 SPEC_PATCH_SIZES = {"qwen2-vl": 14, "qwen2.5-vl": 14, "qwen3-vl": 16, "qwen3.5": 16}  # SPEC section 8
 
@@ -74,8 +81,6 @@ def test_apt_class_names_of_qwen2_vl_exist():
 
 
 def test_qwen2_vl_architectures_are_in_the_flops_model():
-    from apt_viz.core.flops import ARCHITECTURES
-
     assert all(name in ARCHITECTURES for name in family_spec("qwen2-vl").architectures)
     assert family_spec("qwen2-vl").default_architecture == "qwen2-vl-2b"
 
@@ -139,3 +144,12 @@ def test_bad_family_settings_are_one_line_value_errors(changes, message):
     with pytest.raises(ValueError) as caught:
         APTConfig(**changes)
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_stats_json_counts_flops_on_the_familys_architecture(monkeypatch):
+    analysis = analyze_image(PHOTO_PATHS["chelsea"], APTConfig(model_family="qwen3-vl", method="budget", alpha=0.3))
+    stand_in = dataclasses.replace(ARCHITECTURES["qwen2-vl-2b"], name="qwen3-vl-2b")  # shapes do not matter here
+    monkeypatch.setattr(records, "ARCHITECTURES", {"qwen3-vl-2b": stand_in})
+    assert records.stats_record(analysis)["flops"]["architecture"] == "qwen3-vl-2b"
+    monkeypatch.setattr(records, "ARCHITECTURES", {"qwen2-vl-2b": ARCHITECTURES["qwen2-vl-2b"]})
+    assert records.stats_record(analysis)["flops"] is None  # never counted on another family's shapes
