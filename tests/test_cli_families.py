@@ -62,7 +62,7 @@ def record_numbers(record: dict) -> dict:
         "resized": (record["resized_size"]["height"], record["resized_size"]["width"]),
         "tokens_per_scale": record["tokens_per_scale"],
         "base_tokens": record["base_tokens"],
-        "llm_tokens": record["qwen2vl"]["llm_tokens"],
+        "llm_tokens": record["llm_tokens"],
     }
 
 
@@ -140,10 +140,14 @@ def test_sweep_compare_and_stats_take_the_family(tmp_path, checkpoint):
 
     table = tmp_path / "stats.parquet"
     stats = invoke("stats", chelsea, "-o", table, "-m", "budget", "--alpha", "0.5", "-j", "1", "--device", "cpu",
-                   "--no-plot", "--quiet", "--model-family", "qwen3-vl")
+                   "--no-plot", "--json", "--model-family", "qwen3-vl")
     assert stats.exit_code == 0, stats.output
     row, = pq.read_table(table).to_pylist()
     assert (row["base_tokens"], row["llm_tokens"]) == (expected["base_tokens"], expected["llm_tokens"])
+    # FLOPs on Qwen3-VL's own architecture, or none while the FLOPs model lacks it; never Qwen2-VL's
+    assert row["flops_architecture"] in (None, "qwen3-vl-2b")
+    setting, = json.loads(stats.stdout)["summary"]["settings"]
+    assert (setting["vision_flops_savings"] is None) == (row["flops_architecture"] is None)
 
 
 @pytest.mark.parametrize("command", ["run", "sweep", "compare", "stats"])
