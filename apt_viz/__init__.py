@@ -14,10 +14,13 @@ from .core._lazy import lazy_exports
 __version__ = "0.3.0"
 
 _EXPORTS = {
-    # Qwen2-VL geometry and settings
+    # Qwen VL geometry, model families and settings
     "smart_resize": "core.qwen2vl",
     "ResizeSpec": "core.qwen2vl",
     "UnsupportedImageError": "core.qwen2vl",
+    "ModelFamily": "core.families",
+    "FamilySpec": "core.families",
+    "family_spec": "core.families",
     "APTConfig": "core.config",
     "Method": "core.config",
     "Scorer": "core.config",
@@ -50,6 +53,9 @@ _EXPORTS = {
     "resize_for_qwen2vl": "imaging",
     "pil_to_tensor": "imaging",
     "ImageLoadError": "imaging",
+    "read_checkpoint": "checkpoint",
+    "CheckpointSettings": "checkpoint",
+    "CheckpointError": "checkpoint",
     "analyze_image": "analysis",
     "ImageAnalysis": "analysis",
     "stats_record": "report.records",

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "apt_viz"
 # Lower layers first; a module may import its own layer and the layers before it, never a later one.
 LAYERS = [
     {"core"},
-    {"_text", "atomic", "imaging"},
+    {"_text", "atomic", "imaging", "checkpoint"},
     {"analysis"},
     {"fidelity"},
     {"sweep"},

@@ -51,6 +51,8 @@ Examples:
 
   apt-viz image.jpg --patch-selection-method v1 --thresholds 3.5 2.5 --scorer laplacian
 
+  apt-viz image.jpg --model-family qwen3-vl -m budget --alpha 0.3
+
 {EXIT_CODES_TEXT}
 """
 

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, get_type_hints
 import typer
 from PIL import Image
 
+from ..checkpoint import CheckpointError, read_checkpoint
 from ..core.config import Aggregate, APTConfig, Backend, Method, Scorer
-from ..core.qwen2vl import MAX_PIXELS, MERGE_SIZE, MIN_PIXELS, PATCH_SIZE, TEMPORAL_PATCH_SIZE
+from ..core.families import PROCESSOR_FIELDS, ModelFamily
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..batch.inputs import InputItem
@@ -44,11 +45,34 @@ MethodOption = Annotated[
 ThresholdsOption = Annotated[
     Optional[str],
     typer.Option(
-        help="v1: one threshold per scale above the base (28 px first): --thresholds 3,2 or --thresholds 3 2. "
-        "[default: 3,2]",
+        help="v1: one threshold per scale above the base (2p first, 28 px for qwen2-vl): --thresholds 3,2 or "
+        "--thresholds 3 2. [default: 3,2]",
         show_default=False,
     ),
 ]
+ModelFamilyOption = Annotated[
+    Optional[ModelFamily],
+    typer.Option(
+        "--model-family",
+        help="The model's family: its patch size (14 for qwen2-vl and qwen2.5-vl, 16 for qwen3-vl and qwen3.5), "
+        "merge size, min/max pixels, mean and std (docs/families.md). [default: qwen2-vl, or --model's]",
+        show_default=False,
+    ),
+]
+ModelDirOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model", metavar="DIR",
+        help="A local checkpoint folder: its family (config.json) and processor settings "
+        "(preprocessor_config.json), so the numbers equal its processor's.",
+        show_default=False,
+    ),
+]
+
+
+def _family_default(what: str) -> Any:
+    """A processor-setting option whose default comes from --model / --model-family."""
+    return typer.Option(help=f"{what} [default: the model family's]", show_default=False)
 
 
 # --- option groups ---------------------------------------------------------------------------------
@@ -66,16 +90,14 @@ class ImageOptions:
         typer.Option(help="Resize backend, as transformers' Qwen2-VL image processors (AutoImageProcessor loads "
                      "torchvision)."),
     ] = Backend.TORCHVISION
-    patch_size: Annotated[int, typer.Option(help="Base patch size (px).")] = PATCH_SIZE
-    num_scales: Annotated[int, typer.Option(help="Number of patch scales (14, 28, 56 px for 3).")] = 3
-    temporal_patch_size: Annotated[int, typer.Option(help="Qwen2-VL temporal patch size (recorded).")] = (
-        TEMPORAL_PATCH_SIZE
-    )
-    merge_size: Annotated[int, typer.Option(help="Qwen2-VL spatial merge size (LLM tokens = merged groups).")] = (
-        MERGE_SIZE
-    )
-    min_pixels: Annotated[int, typer.Option(help="smart_resize lower bound on the area.")] = MIN_PIXELS
-    max_pixels: Annotated[int, typer.Option(help="smart_resize upper bound on the area.")] = MAX_PIXELS
+    model_family: ModelFamilyOption = None
+    model: ModelDirOption = None
+    patch_size: Annotated[Optional[int], _family_default("Base patch size p (px).")] = None
+    num_scales: Annotated[int, typer.Option(help="Number of patch scales (p, 2p, 4p for 3).")] = 3
+    temporal_patch_size: Annotated[Optional[int], _family_default("Temporal patch size (recorded).")] = None
+    merge_size: Annotated[Optional[int], _family_default("Spatial merge size (LLM tokens = merged groups).")] = None
+    min_pixels: Annotated[Optional[int], _family_default("smart_resize lower bound on the area.")] = None
+    max_pixels: Annotated[Optional[int], _family_default("smart_resize upper bound on the area.")] = None
     no_resize: Annotated[
         bool, typer.Option("--no-resize", help="Keep the original size (grids pad the bottom/right).")
     ] = False
@@ -97,20 +119,21 @@ class ImageOptions:
     def config(self, **selection: Any) -> APTConfig:
         """The validated :class:`APTConfig` of these options and ``selection`` (method, alpha, thresholds).
 
+        The processor settings come from the options given, then ``--model``, then ``--model-family``.
         Settings that do not fit together are usage errors; ``auto`` / ``cuda`` devices are resolved.
         """
+        model = model_settings(self.model_family, self.model)
+        # the processor settings given as options (mean and std have none: the family's or --model's)
+        explicit = {name: value for name in PROCESSOR_FIELDS if (value := getattr(self, name, None)) is not None}
+        if self.no_resize:
+            explicit["resize"] = False
         try:
             config = APTConfig(
+                **{**model, **explicit},
                 scorer=self.scorer,
                 aggregate=self.aggregate,
                 backend=self.backend,
-                patch_size=self.patch_size,
                 num_scales=self.num_scales,
-                temporal_patch_size=self.temporal_patch_size,
-                merge_size=self.merge_size,
-                min_pixels=self.min_pixels,
-                max_pixels=self.max_pixels,
-                resize=not self.no_resize,
                 bins=self.bins,
                 device=self.device,
                 **selection,
@@ -118,6 +141,31 @@ class ImageOptions:
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         return config.replace(device=resolve_device_name(config.device))
+
+
+def model_settings(model_family: ModelFamily | None, model: str | None) -> dict[str, Any]:
+    """The :class:`APTConfig` fields that ``--model-family`` and ``--model DIR`` set (usage errors otherwise).
+
+    Args:
+        model_family: ``--model-family`` (None: not given).
+        model: ``--model DIR`` (None: not given): the family and processor settings of that checkpoint.
+
+    Returns:
+        ``model_family`` and, with ``--model``, every processor setting and ``resize``; ``{}`` for neither.
+    """
+    if model is None:
+        return {} if model_family is None else {"model_family": model_family}
+    try:
+        checkpoint = read_checkpoint(model)
+    except CheckpointError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from None
+    if model_family is not None and model_family is not checkpoint.model_family:
+        raise typer.BadParameter(
+            f"{model} is a {checkpoint.model_family} checkpoint (model_type {checkpoint.model_type}), "
+            f"not {model_family}; give one of --model and --model-family",
+            param_hint="--model-family",
+        )
+    return checkpoint.config_fields()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -63,7 +63,7 @@ TableOption = Annotated[
 HELP = {
     "alpha": "v2 / budget: one or more alphas, comma-separated and/or start:stop:step (inclusive), "
     "e.g. 0.2,0.3 or 0.1:0.9:0.1. [default: v2 1.0; budget: required]",
-    "thresholds": "v1: a threshold pair per scale above the base (28 px first); repeat it or separate "
+    "thresholds": "v1: a threshold pair per scale above the base (2p first); repeat it or separate "
     'pairs by ";" for several: --thresholds 3,2 --thresholds 4,3. [default: 3,2]',
     "workers": "Decode processes (0: one per CPU core); --engine ray: the CPUs of a local Ray (0: all).",
     "batch_size": "Same-size images scored per call on a GPU, or by the Ray engine's actors "

@@ -53,7 +53,7 @@ ThresholdsGridOption = Annotated[
     Optional[str],
     typer.Option(
         "--thresholds-grid",
-        help='v1: threshold tuples separated by ";", values by "," (28 px first), e.g. "3,2;4,3". '
+        help='v1: threshold tuples separated by ";", values by "," (2p first), e.g. "3,2;4,3". '
         "[default: (t, t-1) for t = 2, 2.5, ..., 6]",
         show_default=False,
     ),

@@ -17,6 +17,12 @@ _EXPORTS = {
     "smart_resize": "qwen2vl",
     "ResizeSpec": "qwen2vl",
     "UnsupportedImageError": "qwen2vl",
+    # model families (pure Python)
+    "ModelFamily": "families",
+    "FamilySpec": "families",
+    "FAMILIES": "families",
+    "family_spec": "families",
+    "family_of_model_type": "families",
     # settings
     "APTConfig": "config",
     "Method": "config",

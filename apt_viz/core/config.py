@@ -4,6 +4,8 @@
 Hugging Face processors all build; :func:`check_selection` is the one check of a selection
 setting, used by ``APTConfig`` and by the by-name entry :func:`~apt_viz.core.selection.select_patches`.
 The choices are ``str`` Enums, so plain strings are accepted everywhere and JSON stays plain.
+The processor settings (patch size, merge size, min/max pixels, mean and std) default to those of
+the model family (:mod:`apt_viz.core.families`).
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Union
 
-from .qwen2vl import MAX_PIXELS, MERGE_SIZE, MIN_PIXELS, PATCH_SIZE, TEMPORAL_PATCH_SIZE, ResizeSpec
+from ._choices import as_choice
+from .families import DEFAULT_FAMILY, FAMILIES, PROCESSOR_FIELDS, ModelFamily
+from .qwen2vl import ResizeSpec
 
 
 class Method(str, enum.Enum):
@@ -72,15 +76,6 @@ DEFAULT_THRESHOLDS = (3.0, 2.0)  # official APT: 28 px, 56 px
 MAX_SCALES = 6
 
 
-def as_choice(enum_type: type[enum.Enum], value: Any, what: str) -> Any:
-    """``value`` as a member of ``enum_type``; a one-line ``ValueError`` naming the choices otherwise."""
-    try:
-        return enum_type(value)
-    except ValueError:
-        choices = ", ".join(str(member.value) for member in enum_type)
-        raise ValueError(f"unknown {what} {value!r}; choose one of {choices}") from None
-
-
 def default_thresholds(num_scales: int) -> tuple[float, ...]:
     """The official APT thresholds, one per scale above the base (3.0 for 28 px, 2.0 for 56 px)."""
     if num_scales - 1 > len(DEFAULT_THRESHOLDS):
@@ -126,16 +121,24 @@ def check_selection(
 class APTConfig:
     """Settings of an APT analysis. Defaults are Qwen2-VL's and the official APT ones.
 
-    Choices may be given as strings; they are stored as their Enum (which compares equal to the
-    string). Construction validates everything and raises a one-line ``ValueError``.
+    ``model_family`` fills in every processor setting left at ``None`` (the default) with that
+    family's value: ``APTConfig(model_family="qwen3-vl")`` has patch size 16 and Qwen3-VL's
+    min/max pixels, mean and std; a setting given explicitly is kept. After construction every
+    one of them is set. Choices may be given as strings; they are stored as their Enum (which
+    compares equal to the string). Construction validates everything and raises a one-line
+    ``ValueError``.
     """
 
-    patch_size: int = PATCH_SIZE
+    model_family: ModelFamily = DEFAULT_FAMILY
+    # The processor settings (PROCESSOR_FIELDS): None takes the family's value in __post_init__.
+    patch_size: int = None  # type: ignore[assignment]
     num_scales: int = 3
-    merge_size: int = MERGE_SIZE
-    temporal_patch_size: int = TEMPORAL_PATCH_SIZE
-    min_pixels: int = MIN_PIXELS
-    max_pixels: int = MAX_PIXELS
+    merge_size: int = None  # type: ignore[assignment]
+    temporal_patch_size: int = None  # type: ignore[assignment]
+    min_pixels: int = None  # type: ignore[assignment]
+    max_pixels: int = None  # type: ignore[assignment]
+    image_mean: tuple[float, ...] = None  # type: ignore[assignment]  # recorded; scoring reads raw pixels
+    image_std: tuple[float, ...] = None  # type: ignore[assignment]
     resize: bool = True
     backend: Backend = Backend.TORCHVISION
     scorer: Scorer = Scorer.ENTROPY
@@ -148,6 +151,13 @@ class APTConfig:
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__  # frozen: normalise once, here
+        set_field(self, "model_family", as_choice(ModelFamily, self.model_family, "model_family"))
+        family = FAMILIES[self.model_family]
+        for name in PROCESSOR_FIELDS:
+            if getattr(self, name) is None:
+                set_field(self, name, getattr(family, name))
+        for name in ("image_mean", "image_std"):
+            set_field(self, name, _channel_values(name, getattr(self, name)))
         set_field(self, "backend", as_choice(Backend, self.backend, "backend"))
         set_field(self, "scorer", as_choice(Scorer, self.scorer, "scorer"))
         set_field(self, "aggregate", as_choice(Aggregate, self.aggregate, "aggregate"))
@@ -205,13 +215,34 @@ class APTConfig:
         return self.thresholds if self.thresholds is not None else default_thresholds(self.num_scales)
 
     def replace(self, **changes: Any) -> APTConfig:
-        """A validated copy with ``changes`` applied."""
+        """A validated copy with ``changes`` applied.
+
+        A new ``model_family`` brings its own processor settings, except those given in the same call.
+        """
+        if "model_family" in changes and changes["model_family"] != self.model_family:
+            changes = {**dict.fromkeys(PROCESSOR_FIELDS), **changes}
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: Enums as their strings, thresholds as a list."""
+        """JSON-ready: Enums as their strings, thresholds, mean and std as lists."""
         out = asdict(self)
-        for name in ("backend", "scorer", "aggregate", "method"):
+        for name in ("model_family", "backend", "scorer", "aggregate", "method"):
             out[name] = str(out[name])
+        for name in ("image_mean", "image_std"):
+            out[name] = list(out[name])
         out["thresholds"] = list(self.thresholds) if self.thresholds is not None else None
         return out
+
+
+def _channel_values(name: str, values: Any) -> tuple[float, ...]:
+    """``image_mean`` / ``image_std`` as a tuple of 3 finite floats (std > 0); a one-line ``ValueError`` otherwise."""
+    if (
+        isinstance(values, (str, bytes))
+        or not isinstance(values, Sequence)
+        or len(values) != 3
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+        or (name == "image_std" and not all(v > 0 for v in values))
+    ):
+        rule = "3 positive finite numbers" if name == "image_std" else "3 finite numbers"
+        raise ValueError(f"{name} must be {rule} (one per RGB channel), got {values!r}")
+    return tuple(float(v) for v in values)

@@ -18,10 +18,8 @@ from .config import Aggregate, AggregateT, APTConfig, Method, MethodT, Scorer, S
 from .grids import ImageHW, Maps, grid_shape, scale_sizes
 from .patches import construct_patch_groups
 from .pipeline import compute_maps, select
+from .qwen2vl import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from .selection import BudgetInfo, Masks
-
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class PatchTokenizer(nn.Module):

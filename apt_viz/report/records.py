@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Optional, TypedDict
 
 from .. import __version__
-from ..core.flops import ARCHITECTURES, DEFAULT_ARCHITECTURE, image_flops
+from ..core.families import family_spec
+from ..core.flops import ARCHITECTURES, image_flops
 from ..core.grids import grid_shape
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -29,7 +30,7 @@ class SizeRecord(TypedDict):
 
 
 class FlopsRecord(TypedDict):
-    """Analytic FLOPs of the image on a Qwen2-VL architecture (apt_viz.core.flops), stock against APT."""
+    """Analytic FLOPs of the image on its model family's architecture (apt_viz.core.flops), stock against APT."""
 
     architecture: str
     text_tokens: int
@@ -61,7 +62,7 @@ class _RequiredStats(TypedDict):
     baseline_llm_tokens: int
     llm_retention: float
     budget_info: Optional[dict[str, Any]]
-    flops: FlopsRecord
+    flops: Optional[FlopsRecord]  # null when the FLOPs model lacks the model family's architecture
     config: dict[str, Any]
     apt_viz_version: str
 
@@ -129,16 +130,22 @@ def stats_record(analysis: ImageAnalysis) -> StatsRecord:
     }
 
 
-def flops_record(analysis: ImageAnalysis, architecture: str = DEFAULT_ARCHITECTURE) -> FlopsRecord:
+def flops_record(analysis: ImageAnalysis, architecture: str | None = None) -> FlopsRecord | None:
     """Vision-encoder and LLM-prefill FLOPs of the image alone (no text), stock against APT.
 
     Args:
         analysis: One image's analysis (its token counts).
-        architecture: A Qwen2-VL architecture of :data:`apt_viz.core.flops.ARCHITECTURES`.
+        architecture: An architecture of :data:`apt_viz.core.flops.ARCHITECTURES` (default: the
+            model family's default architecture).
 
     Returns:
-        The ``flops`` block of ``stats.json``.
+        The ``flops`` block of ``stats.json``; None when the FLOPs model lacks the family's default
+        architecture (never a count on another family's shapes).
     """
+    if architecture is None:
+        architecture = family_spec(analysis.config.model_family).default_architecture
+        if architecture not in ARCHITECTURES:
+            return None
     stats = analysis.stats
     estimate = image_flops(
         ARCHITECTURES[architecture], stats.vision_tokens, stats.base_tokens, stats.llm_tokens, stats.baseline_llm_tokens

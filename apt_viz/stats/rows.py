@@ -6,7 +6,7 @@ A failed input gets one row per setting with the reason in ``error`` and nulls f
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .settings import Setting, StatsPlan
@@ -45,7 +45,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "baseline_vision_flops": ("int64", "the same without APT (all N base patches)"),
     "prefill_flops": ("int64", "analytic FLOPs of the LLM prefill of the image's APT tokens"),
     "baseline_prefill_flops": ("int64", "the same without APT (N / 4 LLM tokens)"),
-    "flops_architecture": ("string", "the Qwen2-VL architecture of the FLOPs (qwen2-vl-2b)"),
+    "flops_architecture": ("string", "the model family's architecture of the FLOPs, e.g. qwen2-vl-2b (the FLOPs "
+                           "columns are null when the FLOPs model lacks it)"),
 }
 MASKS_COLUMN = ("binary", "--save-masks: the selection, encoded (apt_viz.decode_masks)")
 
@@ -126,13 +127,13 @@ def record_row(record: StatsRecord, setting: Setting, masks: bytes | None = None
         "budget": None if info is None else info["budget"],
         "clamped": None if info is None else info["clamped"],
     })
-    flops = record["flops"]
+    flops: Mapping[str, Any] = record["flops"] or {}  # null: the FLOPs model lacks the family's architecture
     row.update({
-        "vision_flops": flops["vision_flops"],
-        "baseline_vision_flops": flops["baseline_vision_flops"],
-        "prefill_flops": flops["prefill_flops"],
-        "baseline_prefill_flops": flops["baseline_prefill_flops"],
-        "flops_architecture": flops["architecture"],
+        "vision_flops": flops.get("vision_flops"),
+        "baseline_vision_flops": flops.get("baseline_vision_flops"),
+        "prefill_flops": flops.get("prefill_flops"),
+        "baseline_prefill_flops": flops.get("baseline_prefill_flops"),
+        "flops_architecture": flops.get("architecture"),
     })
     if masks is not None:
         row["masks"] = masks

@@ -131,6 +131,7 @@ def summarise(table: str, order: Sequence[str] = ()) -> TableSummary:
         llm = values.get("llm_tokens", np.empty(0))
         savings = 1.0 - llm / values["baseline_llm_tokens"] if llm.size else np.empty(0)
         flops = 1.0 - values["vision_flops"] / values["baseline_vision_flops"] if llm.size else np.empty(0)
+        flops = flops[~np.isnan(flops)]  # null FLOPs: no architecture of the model family in the FLOPs model
         summaries.append(SettingSummary(name, int(retention.size), failed.get(name, 0), Distribution.of(retention),
                                         Distribution.of(llm), Distribution.of(savings), Distribution.of(flops),
                                         savings))
