@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run both benches; returns their bench.json documents."""
-    from apt_viz.hf.bench import BenchSettings, bench_document, run_bench
+    from apt_viz.bench.engine import BenchSettings, bench_document, run_bench
     from apt_viz.imaging import load_image
 
     images = [load_image(path) for path in PHOTOS]

@@ -18,7 +18,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from apt_viz.cli import app
-from apt_viz.core.flops import QWEN2_VL_7B, prefill_flops, vision_flops
+from apt_viz.core.architectures import QWEN2_VL_7B
+from apt_viz.core.flops import prefill_flops, vision_flops
 from apt_viz.core.qwen2vl import ResizeSpec
 from apt_viz.imaging import load_image
 
@@ -35,8 +36,8 @@ def invoke(*args: str):
 
 def apt_counts(paths, alpha: float, megapixels: float | None) -> list[tuple[int, int, int]]:
     """(N, APT rows, APT LLM tokens) per image from the APT image processor on the bench's pixels."""
+    from apt_viz.bench.engine import BenchSettings, prepare_images
     from apt_viz.hf import APTQwen2VLImageProcessor
-    from apt_viz.hf.bench import BenchSettings, prepare_images
 
     images = prepare_images([load_image(p) for p in paths], BenchSettings(megapixels=megapixels), ResizeSpec())
     out = APTQwen2VLImageProcessor(patch_selection_method="budget", alpha=alpha)(images, return_tensors="pt")
@@ -45,7 +46,7 @@ def apt_counts(paths, alpha: float, megapixels: float | None) -> list[tuple[int,
 
 
 def test_bench_measures_the_tiny_model_and_writes_its_files(tmp_path, photo_paths):
-    from apt_viz.hf import preset_architecture
+    from apt_viz.bench.presets import preset_architecture
 
     paths = [photo_paths["astronaut"], photo_paths["coffee"]]
     result = invoke("bench", *paths, *QUICK, "-o", tmp_path)
@@ -189,7 +190,7 @@ def test_bench_on_cuda_uses_bf16_and_sdpa(tmp_path, photo_paths):
 def test_a_wide_terminal_gets_the_full_table(photo_paths):
     from rich.console import Console
 
-    from apt_viz.hf.bench import BenchSettings, bench_table, compact_bench_table, run_bench
+    from apt_viz.bench.engine import BenchSettings, bench_table, compact_bench_table, run_bench
     from apt_viz.report.tables import fitted_table
 
     settings = BenchSettings(alphas=(0.5,), warmup=0, repeats=1, megapixels=0.03)

@@ -8,25 +8,23 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from apt_viz.analysis import analyze_image
-from apt_viz.core.config import APTConfig
-from apt_viz.core.flops import (
+from apt_viz.core.architectures import (
     ARCHITECTURES,
     QWEN2_VL_2B,
     QWEN2_VL_7B,
-    Qwen2VLArchitecture,
+    Architecture,
     architecture_from_config,
-    image_flops,
-    prefill_flops,
-    vision_flops,
 )
+from apt_viz.core.config import APTConfig
+from apt_viz.core.flops import image_flops, prefill_flops, vision_flops
 from apt_viz.report.records import stats_record
 
 # A model small enough to count by hand: vision D=4 (2 heads, MLP 8), 1 block, 2 px grey patches,
 # one frame; LLM H=8 (2 heads of 4, 1 key/value head), MLP 16, 1 layer.
-SMALL = Qwen2VLArchitecture(
-    name="small",
-    vision_depth=1, vision_embed_dim=4, vision_num_heads=2, vision_mlp_ratio=2,
-    hidden_size=8, intermediate_size=16, num_layers=1, num_heads=2, num_kv_heads=1, vocab_size=32,
+SMALL = Architecture(
+    name="small", family="qwen2-vl",
+    vision_depth=1, vision_embed_dim=4, vision_num_heads=2, vision_mlp_dim=8,
+    hidden_size=8, intermediate_size=16, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=4, vocab_size=32,
     patch_size=2, temporal_patch_size=1, merge_size=2, in_channels=1,
 )
 
@@ -59,7 +57,8 @@ def test_prefill_flops_match_a_hand_count():
 def tiny_model():
     """Eager attention: the same products as SDPA as explicit matmuls, which torch's FLOP counter
     counts (it has no formula for the fused SDPA kernel of the CPU)."""
-    from apt_viz.hf import APTQwen2VLForConditionalGeneration, preset_config
+    from apt_viz.bench.presets import preset_config
+    from apt_viz.hf import APTQwen2VLForConditionalGeneration
 
     torch.manual_seed(0)
     return APTQwen2VLForConditionalGeneration(preset_config("tiny", attn_implementation="eager")).eval()
@@ -78,7 +77,8 @@ def test_the_model_agrees_with_torch_flop_counter_on_the_real_tiny_model(tiny_mo
     """Stock and APT vision towers and the LLM, counted by torch.utils.flop_counter on their matmuls."""
     from PIL import Image
 
-    from apt_viz.hf import APTQwen2VLImageProcessor, preset_architecture
+    from apt_viz.bench.presets import preset_architecture
+    from apt_viz.hf import APTQwen2VLImageProcessor
 
     arch = preset_architecture("tiny")
     photos = [Image.open(photo_paths[name]) for name in ("astronaut", "coffee")]
@@ -104,7 +104,8 @@ def test_the_model_agrees_with_torch_flop_counter_on_the_real_tiny_model(tiny_mo
 
 def test_published_sizes_give_the_published_parameter_counts():
     """The presets are Qwen2-VL-2B (2.21B parameters) and -7B (8.29B); counted on the meta device."""
-    from apt_viz.hf import APTQwen2VLForConditionalGeneration, preset_config
+    from apt_viz.bench.presets import preset_config
+    from apt_viz.hf import APTQwen2VLForConditionalGeneration
 
     counts = {}
     for name in ("qwen2-vl-2b", "qwen2-vl-7b"):
@@ -116,10 +117,10 @@ def test_published_sizes_give_the_published_parameter_counts():
 
 
 def test_architectures_read_from_config_json_without_transformers():
-    from apt_viz.hf import qwen2vl_config
+    from apt_viz.bench.presets import family_config
 
     for arch in (QWEN2_VL_2B, QWEN2_VL_7B):
-        assert architecture_from_config(qwen2vl_config(arch).to_dict(), name=arch.name) == arch
+        assert architecture_from_config(family_config(arch).to_dict(), name=arch.name) == arch
     # The layout of the published config.json files: text sizes at the top level, "in_chans".
     flat = {
         "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
@@ -128,7 +129,7 @@ def test_architectures_read_from_config_json_without_transformers():
                           "hidden_size": 1536, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
     }
     assert architecture_from_config(flat, name="qwen2-vl-2b") == QWEN2_VL_2B
-    with pytest.raises(ValueError, match="config has no depth"):
+    with pytest.raises(ValueError, match="config has no embed_dim"):
         architecture_from_config({**flat, "vision_config": {}})
 
 

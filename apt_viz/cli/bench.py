@@ -121,7 +121,7 @@ def bench_command(
 
     from rich.console import Console
 
-    from ..hf.bench import (
+    from ..bench.engine import (
         RANDOM_WEIGHTS_NOTE,
         bench_document,
         bench_table,
@@ -153,8 +153,8 @@ def _settings(
     alphas: str, method: Method, scorer: Scorer, device: str, batch: str, megapixels: float | None, parts: str,
     question_tokens: int, warmup: int, repeats: int, flops_only: bool,
 ) -> Any:
-    """The validated :class:`~apt_viz.hf.bench.BenchSettings` (anything unusable is a usage error)."""
-    from ..hf.bench import BenchSettings
+    """The validated :class:`~apt_viz.bench.engine.BenchSettings` (anything unusable is a usage error)."""
+    from ..bench.engine import BenchSettings
 
     try:
         settings = BenchSettings(

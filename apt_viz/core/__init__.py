@@ -47,8 +47,9 @@ _EXPORTS = {
     "run_apt": "pipeline",
     "APTResult": "pipeline",
     # cost model (pure Python)
-    "Qwen2VLArchitecture": "flops",
-    "ARCHITECTURES": "flops",
+    "Architecture": "architectures",
+    "ARCHITECTURES": "architectures",
+    "architecture_from_config": "architectures",
     "vision_flops": "flops",
     "prefill_flops": "flops",
     "image_flops": "flops",

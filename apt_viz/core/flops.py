@@ -26,105 +26,13 @@ patches into ``llm_tokens`` (docs/contract.md, section 5).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Qwen2VLArchitecture:
-    """The sizes of a Qwen2-VL model that set its cost (and, in :mod:`apt_viz.hf.presets`, its config)."""
-
-    name: str
-    # vision tower
-    vision_depth: int
-    vision_embed_dim: int
-    vision_num_heads: int
-    vision_mlp_ratio: int
-    # language model
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    vocab_size: int
-    tie_word_embeddings: bool = False
-    patch_size: int = 14
-    temporal_patch_size: int = 2
-    merge_size: int = 2
-    in_channels: int = 3
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from .architectures import Architecture
 
 
-# The published sizes of Qwen/Qwen2-VL-2B-Instruct and Qwen/Qwen2-VL-7B-Instruct (their config.json):
-# one 675M-parameter vision tower (32 blocks of 1280, MLP 5120, 16 heads), Qwen2-1.5B / Qwen2-7B LLMs.
-QWEN2_VL_2B = Qwen2VLArchitecture(
-    name="qwen2-vl-2b",
-    vision_depth=32, vision_embed_dim=1280, vision_num_heads=16, vision_mlp_ratio=4,
-    hidden_size=1536, intermediate_size=8960, num_layers=28, num_heads=12, num_kv_heads=2,
-    vocab_size=151936, tie_word_embeddings=True,
-)
-QWEN2_VL_7B = Qwen2VLArchitecture(
-    name="qwen2-vl-7b",
-    vision_depth=32, vision_embed_dim=1280, vision_num_heads=16, vision_mlp_ratio=4,
-    hidden_size=3584, intermediate_size=18944, num_layers=28, num_heads=28, num_kv_heads=4,
-    vocab_size=152064, tie_word_embeddings=False,
-)
-ARCHITECTURES: dict[str, Qwen2VLArchitecture] = {arch.name: arch for arch in (QWEN2_VL_2B, QWEN2_VL_7B)}
-DEFAULT_ARCHITECTURE = QWEN2_VL_2B.name  # what stats.json estimates with
-
-
-def architecture_from_config(config: Mapping[str, Any], name: str = "checkpoint") -> Qwen2VLArchitecture:
-    """The sizes of a Qwen2-VL ``config.json`` (as a dict), read without transformers.
-
-    Args:
-        config: The parsed ``config.json`` of a Qwen2-VL checkpoint (text sizes at the top level or
-            under ``text_config``, vision sizes under ``vision_config``).
-        name: The name to give the architecture (e.g. the checkpoint folder).
-
-    Returns:
-        The architecture.
-
-    Raises:
-        ValueError: a size is missing (one line naming it).
-    """
-    text = {**config, **(config.get("text_config") or {})}
-    vision = config.get("vision_config") or {}
-
-    def need(source: Mapping[str, Any], *keys: str) -> Any:
-        for key in keys:
-            if source.get(key) is not None:
-                return source[key]
-        raise ValueError(f"config has no {keys[0]}: not a Qwen2-VL config.json")
-
-    heads = need(text, "num_attention_heads")
-    return Qwen2VLArchitecture(
-        name=name,
-        vision_depth=need(vision, "depth"),
-        vision_embed_dim=need(vision, "embed_dim"),
-        vision_num_heads=need(vision, "num_heads"),
-        vision_mlp_ratio=need(vision, "mlp_ratio"),
-        hidden_size=need(text, "hidden_size"),
-        intermediate_size=need(text, "intermediate_size"),
-        num_layers=need(text, "num_hidden_layers"),
-        num_heads=heads,
-        num_kv_heads=text.get("num_key_value_heads") or heads,
-        vocab_size=need(text, "vocab_size"),
-        tie_word_embeddings=bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False))),
-        patch_size=vision.get("patch_size", 14),
-        temporal_patch_size=vision.get("temporal_patch_size", 2),
-        merge_size=vision.get("spatial_merge_size", 2),
-        in_channels=vision.get("in_channels", vision.get("in_chans", 3)),
-    )
-
-
-def vision_flops(arch: Qwen2VLArchitecture, patches: int, llm_tokens: int) -> int:
+def vision_flops(arch: Architecture, patches: int, llm_tokens: int) -> int:
     """FLOPs of the vision encoder on one image.
 
     Args:
@@ -138,14 +46,14 @@ def vision_flops(arch: Qwen2VLArchitecture, patches: int, llm_tokens: int) -> in
     n, d = patches, arch.vision_embed_dim
     patch_pixels = arch.in_channels * arch.temporal_patch_size * arch.patch_size**2
     embed = 2 * n * patch_pixels * d
-    mlp_dim = int(d * arch.vision_mlp_ratio)
+    mlp_dim = arch.vision_mlp_dim
     block = 6 * n * d * d + 4 * n * n * d + 2 * n * d * d + 4 * n * d * mlp_dim
     merged = arch.merge_size**2 * d
     merger = 2 * llm_tokens * merged * merged + 2 * llm_tokens * merged * arch.hidden_size
     return embed + arch.vision_depth * block + merger
 
 
-def prefill_flops(arch: Qwen2VLArchitecture, tokens: int, causal: bool = True) -> int:
+def prefill_flops(arch: Architecture, tokens: int, causal: bool = True) -> int:
     """FLOPs of the LLM prefill of one prompt.
 
     Args:
@@ -197,7 +105,7 @@ class FlopsEstimate:
 
 
 def image_flops(
-    arch: Qwen2VLArchitecture,
+    arch: Architecture,
     vision_tokens: int,
     base_tokens: int,
     llm_tokens: int,

@@ -21,13 +21,11 @@ from .modeling import (
     APTQwen2VLModel,
     apt_layout,
 )
-from .presets import PRESETS, preset_architecture, preset_config, qwen2vl_config
 from .processing import APTQwen2VLProcessor, as_apt_image_processor
 
 __all__ = [
     "APT_MODEL_INPUTS",
     "APT_OUTPUT_KEYS",
-    "PRESETS",
     "APTLayout",
     "APTQwen2VLForConditionalGeneration",
     "APTQwen2VLImageProcessor",
@@ -39,8 +37,5 @@ __all__ = [
     "apt_layout",
     "apt_view",
     "as_apt_image_processor",
-    "preset_architecture",
-    "preset_config",
-    "qwen2vl_config",
     "unpatchify",
 ]

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Optional, TypedDict
 
 from .. import __version__
-from ..core.flops import ARCHITECTURES, DEFAULT_ARCHITECTURE, image_flops
+from ..core.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE
+from ..core.flops import image_flops
 from ..core.grids import grid_shape
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -39,12 +39,13 @@ from PIL import Image
 
 from .. import __version__
 from ..atomic import write_bytes, write_json, write_text
+from ..core.architectures import Architecture, architecture_from_config
 from ..core.config import APTConfig, Method, Scorer, as_choice
-from ..core.flops import Qwen2VLArchitecture, architecture_from_config, prefill_flops, vision_flops
+from ..core.flops import prefill_flops, vision_flops
 from ..core.qwen2vl import ResizeSpec
+from ..hf.image_processing import apt_view, unpatchify
 from ..imaging import pil_to_tensor, resize_for_qwen2vl
 from ..report.csv_text import csv_text
-from .image_processing import apt_view, unpatchify
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -151,7 +152,7 @@ class BenchResult:
 
     settings: BenchSettings
     model: str  # preset name or checkpoint folder
-    architecture: Qwen2VLArchitecture
+    architecture: Architecture
     random_weights: bool
     device: str  # the machine, in words
     dtype: str
@@ -200,7 +201,7 @@ def describe_device(device: torch.device) -> str:
 
 def load_model(
     device: torch.device, preset: str | None = None, model_dir: str | None = None, layers: int | None = None
-) -> tuple[Any, Any, Qwen2VLArchitecture, bool]:
+) -> tuple[Any, Any, Architecture, bool]:
     """The APT model and the stock image processor to bench, bf16 + SDPA on CUDA, float32 on the CPU.
 
     Args:
@@ -215,8 +216,8 @@ def load_model(
     from transformers import AutoImageProcessor
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 
-    from .modeling import APTQwen2VLForConditionalGeneration
-    from .presets import preset_architecture, qwen2vl_config
+    from ..hf.modeling import APTQwen2VLForConditionalGeneration
+    from .presets import family_config, preset_architecture
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if model_dir is not None:
@@ -229,7 +230,7 @@ def load_model(
             image_processor = Qwen2VLImageProcessor()
         return model.eval(), image_processor, arch, False
     arch = preset_architecture(preset or "qwen2-vl-2b", layers)
-    config = qwen2vl_config(arch)
+    config = family_config(arch)
     with torch.device(device):
         model = APTQwen2VLForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
     return model.eval(), Qwen2VLImageProcessor(), arch, True
@@ -382,7 +383,7 @@ def prompt_batch(config: Any, image_tokens: Sequence[int], question_tokens: int,
 
 
 def counted_row(
-    arch: Qwen2VLArchitecture, alpha: float | None, tokens: Sequence[int], llm_tokens: Sequence[int], text: int
+    arch: Architecture, alpha: float | None, tokens: Sequence[int], llm_tokens: Sequence[int], text: int
 ) -> BenchRow:
     """A row's token counts and analytic FLOPs.
 
@@ -469,7 +470,7 @@ def _run_cases(cases: Sequence[_Case], device: torch.device, warmup: int, repeat
 def measure_batch(
     model: Any,
     image_processor: Any,
-    arch: Qwen2VLArchitecture,
+    arch: Architecture,
     images: Sequence[Image.Image],
     settings: BenchSettings,
     device: torch.device,
@@ -587,7 +588,7 @@ def measure_peaks(rows: list[BenchRow], probes: Sequence[MemoryProbe], device: t
 
 
 def count_batch(
-    arch: Qwen2VLArchitecture, images: Sequence[Image.Image], settings: BenchSettings, patch_size: int = 14
+    arch: Architecture, images: Sequence[Image.Image], settings: BenchSettings, patch_size: int = 14
 ) -> list[BenchRow]:
     """``--flops-only``: token counts from the selection (CPU) and the cost model; nothing is timed.
 
