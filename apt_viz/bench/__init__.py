@@ -3,14 +3,30 @@
 Above :mod:`apt_viz.hf` and :mod:`apt_viz.stats`. One module per concern: ``presets`` (architectures
 with random weights), ``settings`` (what is measured, the result types), ``memory`` (the peak-memory
 probe, also used by ``benchmarks/``), ``models`` (loading a preset or a checkpoint of any family),
-``measure`` (timing), ``run`` (the whole run), ``report`` (bench.json, bench.csv), ``tables`` and
-``plot``. Names load lazily (the memory probe needs torch only).
+``measure`` (timing), ``counts`` (token counts and FLOPs of a row, ``--flops-only``), ``run`` (the
+whole run), ``report`` (bench.json, bench.csv), ``tables`` and ``plot``. Names load lazily (the
+memory probe needs torch only).
 """
 from __future__ import annotations
 
 from ..core._lazy import lazy_exports
 
 _EXPORTS = {
+    "BenchSettings": "settings",
+    "BenchResult": "settings",
+    "BenchRow": "settings",
+    "Timing": "settings",
+    "RANDOM_WEIGHTS_NOTE": "settings",
+    "peak_memory_mb": "memory",
+    "load_model": "models",
+    "run_bench": "run",
+    "prepare_images": "run",
+    "bench_document": "report",
+    "bench_csv": "report",
+    "write_bench": "report",
+    "bench_table": "tables",
+    "compact_bench_table": "tables",
+    "bench_figure": "plot",
     "PRESETS": "presets",
     "TINY_PRESETS": "presets",
     "family_config": "presets",
