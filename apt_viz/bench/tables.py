@@ -70,9 +70,9 @@ def compact_bench_table(result: BenchResult) -> Table:
 
     table = Table(title=result.headline, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
                   show_edge=False, pad_edge=False)
-    headers = ["batch", "setting", "vision tokens"]
+    headers = ["batch", "setting", "vision\ntokens"]
     if not result.flops_only:
-        headers += ["vision ms", "x", "prefill ms", "x"]
+        headers += ["vision\nms", "x", "prefill\nms", "x"]
     headers += ["FLOPs x"]
     for header in headers:
         table.add_column(header, no_wrap=True, justify="left" if header == "setting" else "right")

@@ -88,6 +88,8 @@ def bench_command(
         bool, typer.Option("--flops-only", help="Count tokens and FLOPs only: no model, nothing timed.")
     ] = False,
     output: OutputOption = DEFAULT_BENCH_OUTPUT,
+    method_alias: Annotated[Optional[Method], typer.Option("--method", hidden=True)] = None,  # deprecated (0.3)
+    batch_alias: Annotated[Optional[str], typer.Option("--batch", hidden=True)] = None,  # deprecated (0.3)
     recursive: RecursiveOption = False,
     quiet: QuietOption = False,
     json_output: JsonOption = False,
@@ -103,6 +105,8 @@ def bench_command(
     from ..batch.pool import failure_of
     from ..imaging import INPUT_ERRORS, load_image
 
+    patch_selection_method = _renamed("--method", "-m/--patch-selection-method", method_alias, patch_selection_method)
+    batch_size = _renamed("--batch", "--batch-size", batch_alias, batch_size)
     if model is not None and preset is not None:
         raise typer.BadParameter("give --model or --preset, not both")
     if model is not None and layers is not None:
@@ -150,6 +154,14 @@ def bench_command(
                       markup=False, soft_wrap=True)
         out.print(f"written: {', '.join(paths)}", markup=False, soft_wrap=True)
     raise typer.Exit(exit_code(failures))
+
+
+def _renamed(old: str, new: str, given: Any, value: Any) -> Any:
+    """The value of a flag given under its old name, with a one-line warning; ``value`` when it was not."""
+    if given is None:
+        return value
+    typer.echo(f"warning: {old} is deprecated and will be removed; use {new}", err=True)
+    return given
 
 
 def _check_model(preset: str | None, model: str | None, layers: int | None, flops_only: bool) -> None:
