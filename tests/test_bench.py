@@ -58,8 +58,8 @@ def test_bench_measures_the_tiny_model_and_writes_its_files(tmp_path, photo_path
     assert "random weights: speed only" in result.stdout
     # Not a terminal: the compact table, one line per row within 80 columns.
     lines = result.stdout.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["batch", "setting", "vision"])
-    assert lines[header + 1].split()[:2] == ["tokens", "ms"]  # two-line headers: vision tokens, vision ms
+    header = next(i for i, line in enumerate(lines) if line.split()[:4] == ["batch", "setting", "tokens", "ms"])
+    assert lines[header - 1].split() == ["vision", "vision", "prefill"]  # two-line headers: vision tokens, ...
     assert all(len(line) <= 80 for line in lines if not line.startswith(("random weights", "written")))
     document = json.loads((tmp_path / "bench.json").read_text())
     assert document["weights"] == "random weights: speed only" and document["model"] == "tiny"
