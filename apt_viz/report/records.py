@@ -135,7 +135,7 @@ def flops_record(analysis: ImageAnalysis, architecture: str = DEFAULT_ARCHITECTU
 
     Args:
         analysis: One image's analysis (its token counts).
-        architecture: A Qwen2-VL architecture of :data:`apt_viz.core.flops.ARCHITECTURES`.
+        architecture: An architecture of :data:`apt_viz.core.architectures.ARCHITECTURES`.
 
     Returns:
         The ``flops`` block of ``stats.json``.
