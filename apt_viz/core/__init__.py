@@ -54,6 +54,9 @@ _EXPORTS = {
     "prefill_flops": "flops",
     "image_flops": "flops",
     "FlopsEstimate": "flops",
+    "window_rows": "windows",
+    "stock_window_rows": "windows",
+    "mask_cells": "windows",
     # patches and the tokenizer
     "construct_patch_groups": "patches",
     "PatchTokenizer": "tokenizer",
