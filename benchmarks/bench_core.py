@@ -95,42 +95,25 @@ def median_ms(call: Callable[[], Any], device: str, warmup: int, repeats: int) -
     return statistics.median(times) * 1e3
 
 
-def cuda_extra_peak_mb(call: Callable[[], Any]) -> float:
+def cuda_extra_peak_mb(call: Callable[[], Any]) -> float | None:
     import torch
 
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    result = call()
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated()
-    del result
-    return (peak - before) / MB
+    from apt_viz.bench.memory import peak_memory_mb
+
+    return peak_memory_mb(call, torch.device("cuda"))
 
 
-def _proc_status_kb(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} missing from /proc/self/status")
-
-
-def probe_cpu_extra_peak_mb(args: argparse.Namespace) -> float:
+def probe_cpu_extra_peak_mb(args: argparse.Namespace) -> float | None:
     """Run in a fresh subprocess: the peak RSS one call of ``args.probe`` adds (MB)."""
     import torch
+
+    from apt_viz.bench.memory import peak_memory_mb
 
     torch.set_num_threads(args.threads)
     images = build_images(args.image, args.size, args.batch, "cpu")
     call = make_case(args.probe, images)
     call()  # warm-up (result dropped at once): thread pools, lazy initialisation, code pages
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")  # reset the peak-RSS high-water mark to the current RSS
-    before = _proc_status_kb("VmRSS")
-    result = call()
-    peak = _proc_status_kb("VmHWM")
-    del result
-    return (peak - before) / 1024
+    return peak_memory_mb(call, torch.device("cpu"))
 
 
 def cpu_extra_peak_mb(case: str, args: argparse.Namespace) -> float | None:

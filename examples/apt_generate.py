@@ -28,11 +28,11 @@ def main(image_path: str | Path = REPO_ROOT / "test_img" / "astronaut.jpg") -> l
     from quick_start import build_tiny_tokenizer
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
+    from apt_viz.bench.presets import preset_config
     from apt_viz.hf import (
         APTQwen2VLForConditionalGeneration,
         APTQwen2VLImageProcessor,
         APTQwen2VLProcessor,
-        preset_config,
     )
 
     tokenizer = build_tiny_tokenizer()

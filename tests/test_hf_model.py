@@ -15,13 +15,13 @@ from PIL import Image
 from transformers import Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
+from apt_viz.bench.presets import preset_config
 from apt_viz.hf import (
     APTInputs,
     APTQwen2VLForConditionalGeneration,
     APTQwen2VLImageProcessor,
     APTQwen2VLProcessor,
     apt_layout,
-    preset_config,
 )
 
 from helpers import REPO_ROOT

@@ -53,8 +53,9 @@ _EXPORTS = {
     "run_apt": "pipeline",
     "APTResult": "pipeline",
     # cost model (pure Python)
-    "Qwen2VLArchitecture": "flops",
-    "ARCHITECTURES": "flops",
+    "Architecture": "architectures",
+    "ARCHITECTURES": "architectures",
+    "architecture_from_config": "architectures",
     "vision_flops": "flops",
     "prefill_flops": "flops",
     "image_flops": "flops",
@@ -67,6 +68,9 @@ _EXPORTS = {
     "apt_layout": "layout",
     "unpatchify": "layout",
     "merge_block_order": "layout",
+    "window_rows": "windows",
+    "stock_window_rows": "windows",
+    "mask_cells": "windows",
     # patches and the tokenizer
     "construct_patch_groups": "patches",
     "PatchTokenizer": "tokenizer",

@@ -1,151 +1,128 @@
-"""Analytic cost model of Qwen2-VL: vision-encoder and LLM-prefill FLOPs from sizes and token counts.
+"""Analytic cost model of the Qwen VL families: vision-encoder and LLM-prefill FLOPs from sizes and token counts.
 
 Pure Python (no torch): it runs anywhere, ``apt-viz bench --flops-only`` and every ``stats.json``
-use it. FLOPs are those of the matrix products (two per multiply-add), which carry nearly all of
-the work; norms, activations, softmax, rotary embeddings and the embedding lookup are left out.
+use it. FLOPs are those of the matrix products and convolutions (two per multiply-add), which
+carry nearly all of the work; norms, activations, softmax, gates, rotary embeddings, the learned
+position table (a weighted lookup) and the embedding lookup are left out. docs/bench.md derives
+each term; :class:`~apt_viz.core.architectures.Architecture` holds the sizes.
 
-Vision encoder of one image with ``n`` patches and ``L`` LLM tokens (embed dim ``D``, MLP ratio
-``r``, depth ``B``, patch ``p``, temporal patch ``T``, ``C`` channels, merge size ``m``, LLM width
+Vision encoder of one image with ``n`` rows and ``L`` LLM tokens (embed dim ``D``, MLP width
+``F``, depth ``B``, patch ``p``, temporal patch ``T``, ``C`` channels, merge size ``m``, LLM width
 ``H``):
 
 - patch embedding: ``2 n (C T p^2) D``
-- per block: QKV ``6 n D^2``, attention ``4 n^2 D`` (scores and weighted values over all
-  ``n x n`` pairs: the tower attends within each image, bidirectionally), output projection
-  ``2 n D^2``, MLP ``4 r n D^2``
-- merger: ``2 L (m^2 D)^2 + 2 L (m^2 D) H``
+- per block: QKV ``6 n D^2``, output projection ``2 n D^2``, MLP ``4 n D F`` (two matrices) or
+  ``6 n D F`` (gated: Qwen2.5-VL); attention ``4 D P`` over ``P`` query-key pairs: ``n^2`` in a
+  block that attends over the whole image, ``sum_w n_w^2`` in a windowed block (Qwen2.5-VL: rows
+  ``n_w`` of each 112 px window)
+- merger: ``2 L (m^2 D)^2 + 2 L (m^2 D) H``, once more per deepstack block (Qwen3-VL: each has its
+  own merger of the same shape, on the same rows)
 
-LLM prefill of one prompt of ``S`` tokens (``N`` layers, width ``H``, ``h`` heads of ``d = H / h``,
-``g`` key/value heads, MLP width ``I``): per layer Q and output projections ``4 S H^2``, K and V
-``4 S H g d``, MLP ``6 S H I``, attention ``4 P H`` with ``P = S (S + 1) / 2`` query-key pairs
-under the causal mask (``S^2`` with ``causal=False``, what a dense kernel computes and what
-``torch.utils.flop_counter`` reports). The LM head is left out (prefill needs the last position's
-logits only).
+LLM prefill of one prompt of ``S`` tokens (``h`` heads of width ``d``, ``g`` key/value heads, MLP
+width ``I``), per layer: MLP ``6 S H I``, and
 
-Stock Qwen2-VL encodes ``N`` patches into ``N / m^2`` LLM tokens; APT encodes its selected
-patches into ``llm_tokens`` (docs/contract.md, section 5).
+- full attention: Q ``2 S H h d`` (twice that with an output gate: Qwen3.5), K and V
+  ``4 S H g d``, output ``2 S h d H``, attention ``4 P h d`` with ``P = S (S + 1) / 2`` query-key
+  pairs under the causal mask (``S^2`` with ``causal=False``, what a dense kernel computes and what
+  ``torch.utils.flop_counter`` reports);
+- Gated DeltaNet linear attention (Qwen3.5; ``k`` key heads and ``v`` value heads of widths
+  ``a`` and ``b``, conv kernel ``K``, chunks of ``c`` tokens): projections
+  ``2 S H (2 k a + 2 v b + 2 v)`` in and ``2 S v b H`` out, the causal depthwise conv
+  ``2 S K (2 k a + v b)``, and the chunked delta rule on ``S'`` tokens (``S`` rounded up to whole
+  chunks), per value head ``S' (4 c a + 2 c (a + b) + 2 c b + 6 a b)``: the in-chunk key-key and
+  query-key products, the UT transform applied to keys and values, the in-chunk attention on the
+  new values, and the three products with the running state. Linear in ``S``.
+
+The LM head is left out (prefill needs the last position's logits only). Stock models encode ``N``
+patches into ``N / m^2`` LLM tokens; APT encodes its selected patches into ``llm_tokens``
+(docs/contract.md, section 5).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Qwen2VLArchitecture:
-    """The sizes of a Qwen2-VL model that set its cost (and, in :mod:`apt_viz.hf.presets`, its config)."""
-
-    name: str
-    # vision tower
-    vision_depth: int
-    vision_embed_dim: int
-    vision_num_heads: int
-    vision_mlp_ratio: int
-    # language model
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    vocab_size: int
-    tie_word_embeddings: bool = False
-    patch_size: int = 14
-    temporal_patch_size: int = 2
-    merge_size: int = 2
-    in_channels: int = 3
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from .architectures import Architecture, MLPKind
 
 
-# The published sizes of Qwen/Qwen2-VL-2B-Instruct and Qwen/Qwen2-VL-7B-Instruct (their config.json):
-# one 675M-parameter vision tower (32 blocks of 1280, MLP 5120, 16 heads), Qwen2-1.5B / Qwen2-7B LLMs.
-QWEN2_VL_2B = Qwen2VLArchitecture(
-    name="qwen2-vl-2b",
-    vision_depth=32, vision_embed_dim=1280, vision_num_heads=16, vision_mlp_ratio=4,
-    hidden_size=1536, intermediate_size=8960, num_layers=28, num_heads=12, num_kv_heads=2,
-    vocab_size=151936, tie_word_embeddings=True,
-)
-QWEN2_VL_7B = Qwen2VLArchitecture(
-    name="qwen2-vl-7b",
-    vision_depth=32, vision_embed_dim=1280, vision_num_heads=16, vision_mlp_ratio=4,
-    hidden_size=3584, intermediate_size=18944, num_layers=28, num_heads=28, num_kv_heads=4,
-    vocab_size=152064, tie_word_embeddings=False,
-)
-ARCHITECTURES: dict[str, Qwen2VLArchitecture] = {arch.name: arch for arch in (QWEN2_VL_2B, QWEN2_VL_7B)}
-DEFAULT_ARCHITECTURE = QWEN2_VL_2B.name  # what stats.json estimates with
+def _attention_pairs(arch: Architecture, patches: int, windows: Sequence[int] | None) -> int:
+    """Query-key pairs summed over the vision blocks."""
+    full_blocks = arch.vision_depth
+    windowed = 0
+    if arch.window_size:
+        full_blocks = sum(1 for block in arch.fullatt_blocks if block < arch.vision_depth)
+        if full_blocks < arch.vision_depth:
+            if windows is None:
+                raise ValueError(f"{arch.name} attends within windows: give the rows of every window")
+            if sum(windows) != patches:
+                raise ValueError(f"the windows hold {sum(windows)} rows, not {patches}")
+            windowed = (arch.vision_depth - full_blocks) * sum(rows * rows for rows in windows)
+    return full_blocks * patches * patches + windowed
 
 
-def architecture_from_config(config: Mapping[str, Any], name: str = "checkpoint") -> Qwen2VLArchitecture:
-    """The sizes of a Qwen2-VL ``config.json`` (as a dict), read without transformers.
+def merger_flops(arch: Architecture, llm_tokens: int) -> int:
+    """FLOPs of one patch merger (the final one, or one deepstack merger) emitting ``llm_tokens``.
 
     Args:
-        config: The parsed ``config.json`` of a Qwen2-VL checkpoint (text sizes at the top level or
-            under ``text_config``, vision sizes under ``vision_config``).
-        name: The name to give the architecture (e.g. the checkpoint folder).
+        arch: Model sizes.
+        llm_tokens: Tokens out of the merger.
 
     Returns:
-        The architecture.
-
-    Raises:
-        ValueError: a size is missing (one line naming it).
+        ``2 L (m^2 D)^2 + 2 L (m^2 D) H``.
     """
-    text = {**config, **(config.get("text_config") or {})}
-    vision = config.get("vision_config") or {}
-
-    def need(source: Mapping[str, Any], *keys: str) -> Any:
-        for key in keys:
-            if source.get(key) is not None:
-                return source[key]
-        raise ValueError(f"config has no {keys[0]}: not a Qwen2-VL config.json")
-
-    heads = need(text, "num_attention_heads")
-    return Qwen2VLArchitecture(
-        name=name,
-        vision_depth=need(vision, "depth"),
-        vision_embed_dim=need(vision, "embed_dim"),
-        vision_num_heads=need(vision, "num_heads"),
-        vision_mlp_ratio=need(vision, "mlp_ratio"),
-        hidden_size=need(text, "hidden_size"),
-        intermediate_size=need(text, "intermediate_size"),
-        num_layers=need(text, "num_hidden_layers"),
-        num_heads=heads,
-        num_kv_heads=text.get("num_key_value_heads") or heads,
-        vocab_size=need(text, "vocab_size"),
-        tie_word_embeddings=bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False))),
-        patch_size=vision.get("patch_size", 14),
-        temporal_patch_size=vision.get("temporal_patch_size", 2),
-        merge_size=vision.get("spatial_merge_size", 2),
-        in_channels=vision.get("in_channels", vision.get("in_chans", 3)),
-    )
+    merged = arch.merge_size**2 * arch.vision_embed_dim
+    return 2 * llm_tokens * merged * merged + 2 * llm_tokens * merged * arch.hidden_size
 
 
-def vision_flops(arch: Qwen2VLArchitecture, patches: int, llm_tokens: int) -> int:
+def vision_flops(arch: Architecture, patches: int, llm_tokens: int, windows: Sequence[int] | None = None) -> int:
     """FLOPs of the vision encoder on one image.
 
     Args:
         arch: Model sizes.
         patches: Rows the vision blocks see (N stock, the selected cells with APT).
         llm_tokens: Tokens out of the merger (N / m^2 stock, ``llm_tokens`` with APT).
+        windows: Rows of every attention window (:mod:`apt_viz.core.windows`); needed when
+            ``arch`` has windowed blocks, ignored otherwise.
 
     Returns:
-        Matrix-product FLOPs: patch embedding, every block, merger.
+        Matrix-product FLOPs: patch embedding, every block, the merger and the deepstack mergers.
+
+    Raises:
+        ValueError: windows missing for a windowed architecture, or not summing to ``patches``.
     """
     n, d = patches, arch.vision_embed_dim
     patch_pixels = arch.in_channels * arch.temporal_patch_size * arch.patch_size**2
     embed = 2 * n * patch_pixels * d
-    mlp_dim = int(d * arch.vision_mlp_ratio)
-    block = 6 * n * d * d + 4 * n * n * d + 2 * n * d * d + 4 * n * d * mlp_dim
-    merged = arch.merge_size**2 * d
-    merger = 2 * llm_tokens * merged * merged + 2 * llm_tokens * merged * arch.hidden_size
-    return embed + arch.vision_depth * block + merger
+    mlp_matrices = 3 if arch.vision_mlp is MLPKind.GATED else 2
+    linear = 6 * n * d * d + 2 * n * d * d + 2 * mlp_matrices * n * d * arch.vision_mlp_dim
+    attention = 4 * d * _attention_pairs(arch, n, windows)
+    mergers = 1 + sum(1 for block in arch.deepstack_blocks if block < arch.vision_depth)
+    return embed + arch.vision_depth * linear + attention + mergers * merger_flops(arch, llm_tokens)
 
 
-def prefill_flops(arch: Qwen2VLArchitecture, tokens: int, causal: bool = True) -> int:
+def full_attention_flops(arch: Architecture, tokens: int, causal: bool = True) -> int:
+    """FLOPs of one full-attention layer's attention part (projections and scores) on ``tokens``."""
+    s, h, width = tokens, arch.hidden_size, arch.num_heads * arch.head_dim
+    kv = arch.num_kv_heads * arch.head_dim
+    pairs = s * (s + 1) // 2 if causal else s * s
+    query = 2 * s * h * width * (2 if arch.attention_output_gate else 1)
+    return query + 4 * s * h * kv + 2 * s * width * h + 4 * pairs * width
+
+
+def linear_attention_flops(arch: Architecture, tokens: int) -> int:
+    """FLOPs of one Gated DeltaNet layer's token mixer on ``tokens`` (projections, conv, chunked delta rule)."""
+    s, h = tokens, arch.hidden_size
+    a, b, c = arch.linear_key_head_dim, arch.linear_value_head_dim, arch.linear_chunk_size
+    keys, values, heads = arch.linear_num_key_heads * a, arch.linear_num_value_heads * b, arch.linear_num_value_heads
+    projections = 2 * s * h * (2 * keys + 2 * values + 2 * heads) + 2 * s * values * h
+    conv = 2 * s * arch.linear_conv_kernel * (2 * keys + values)
+    padded = -(-s // c) * c
+    chunked = heads * padded * (4 * c * a + 2 * c * (a + b) + 2 * c * b + 6 * a * b)
+    return projections + conv + chunked
+
+
+def prefill_flops(arch: Architecture, tokens: int, causal: bool = True) -> int:
     """FLOPs of the LLM prefill of one prompt.
 
     Args:
@@ -154,13 +131,14 @@ def prefill_flops(arch: Qwen2VLArchitecture, tokens: int, causal: bool = True) -
         causal: Count the S (S + 1) / 2 query-key pairs under the causal mask (True) or all S^2.
 
     Returns:
-        Matrix-product FLOPs of the decoder layers.
+        Matrix-product FLOPs of the decoder layers (full or linear attention, and the MLP).
     """
-    s, h = tokens, arch.hidden_size
-    kv = arch.num_kv_heads * arch.head_dim
-    pairs = s * (s + 1) // 2 if causal else s * s
-    layer = 4 * s * h * h + 4 * s * h * kv + 6 * s * h * arch.intermediate_size + 4 * pairs * h
-    return arch.num_layers * layer
+    mlp = 6 * tokens * arch.hidden_size * arch.intermediate_size
+    total = 0
+    for kind in arch.layer_kinds:
+        mixer = full_attention_flops(arch, tokens, causal) if kind == "full" else linear_attention_flops(arch, tokens)
+        total += mixer + mlp
+    return total
 
 
 @dataclass(frozen=True)
@@ -197,12 +175,14 @@ class FlopsEstimate:
 
 
 def image_flops(
-    arch: Qwen2VLArchitecture,
+    arch: Architecture,
     vision_tokens: int,
     base_tokens: int,
     llm_tokens: int,
     baseline_llm_tokens: int,
     text_tokens: int = 0,
+    windows: Sequence[int] | None = None,
+    base_windows: Sequence[int] | None = None,
 ) -> FlopsEstimate:
     """Stock and APT FLOPs of one image, from its token counts (:class:`~apt_viz.core.accounting.TokenStats`).
 
@@ -213,14 +193,18 @@ def image_flops(
         llm_tokens: LLM tokens after APT.
         baseline_llm_tokens: LLM tokens without APT.
         text_tokens: Other tokens of the prompt (0: the image's tokens alone).
+        windows: APT rows per attention window (windowed architectures only:
+            :func:`apt_viz.core.windows.window_rows`).
+        base_windows: Stock rows per attention window (windowed architectures only:
+            :func:`apt_viz.core.windows.stock_window_rows`).
 
     Returns:
         The estimate.
     """
     return FlopsEstimate(
         architecture=arch.name,
-        vision_flops=vision_flops(arch, vision_tokens, llm_tokens),
-        baseline_vision_flops=vision_flops(arch, base_tokens, baseline_llm_tokens),
+        vision_flops=vision_flops(arch, vision_tokens, llm_tokens, windows),
+        baseline_vision_flops=vision_flops(arch, base_tokens, baseline_llm_tokens, base_windows),
         prefill_flops=prefill_flops(arch, llm_tokens + text_tokens),
         baseline_prefill_flops=prefill_flops(arch, baseline_llm_tokens + text_tokens),
         text_tokens=text_tokens,

@@ -21,13 +21,11 @@ from .image_processing import (
     apt_config,
     apt_view,
 )
-from .presets import PRESETS, preset_architecture, preset_config, qwen2vl_config
 from .qwen2_5_vl import APTQwen2_5_VLProcessor
 from .qwen2_vl import APTQwen2VLForConditionalGeneration, APTQwen2VLModel, APTQwen2VLProcessor
 from .qwen3_vl import APTQwen3VLProcessor
 
 __all__ = [
-    "PRESETS",
     "APTInputs",
     "APTLayout",
     "APTQwen2VLForConditionalGeneration",
@@ -42,8 +40,5 @@ __all__ = [
     "apt_layout",
     "apt_view",
     "as_apt_image_processor",
-    "preset_architecture",
-    "preset_config",
-    "qwen2vl_config",
     "unpatchify",
 ]

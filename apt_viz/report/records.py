@@ -14,9 +14,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Optional, TypedDict
 
 from .. import __version__
+from ..core.architectures import ARCHITECTURES
 from ..core.families import family_spec
-from ..core.flops import ARCHITECTURES, image_flops
+from ..core.flops import image_flops
 from ..core.grids import grid_shape
+from ..core.windows import mask_cells, stock_window_rows, window_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..analysis import ImageAnalysis
@@ -135,8 +137,8 @@ def flops_record(analysis: ImageAnalysis, architecture: str | None = None) -> Fl
 
     Args:
         analysis: One image's analysis (its token counts).
-        architecture: An architecture of :data:`apt_viz.core.flops.ARCHITECTURES` (default: the
-            model family's default architecture).
+        architecture: An architecture of :data:`apt_viz.core.architectures.ARCHITECTURES`
+            (default: the model family's default architecture).
 
     Returns:
         The ``flops`` block of ``stats.json``; None when the FLOPs model lacks the family's default
@@ -146,8 +148,14 @@ def flops_record(analysis: ImageAnalysis, architecture: str | None = None) -> Fl
         architecture = family_spec(analysis.config.model_family).default_architecture
         if architecture not in ARCHITECTURES:
             return None
-    stats = analysis.stats
+    arch, stats = ARCHITECTURES[architecture], analysis.stats
+    windows = base_windows = None
+    if arch.window_size:  # Qwen2.5-VL: attention cost depends on how the rows fall into windows
+        grid = grid_shape(*analysis.resized_hw, min(analysis.masks))
+        windows = window_rows(*mask_cells(analysis.selection.masks), grid, arch.window_cells)
+        base_windows = stock_window_rows(grid, arch.window_cells)
     estimate = image_flops(
-        ARCHITECTURES[architecture], stats.vision_tokens, stats.base_tokens, stats.llm_tokens, stats.baseline_llm_tokens
+        arch, stats.vision_tokens, stats.base_tokens, stats.llm_tokens, stats.baseline_llm_tokens,
+        windows=windows, base_windows=base_windows,
     )
     return estimate.to_dict()  # type: ignore[return-value]
