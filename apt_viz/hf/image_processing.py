@@ -7,7 +7,8 @@ APT-aware modeling file needs (``APT_OUTPUT_KEYS``). The selection runs on each 
 processor resized it, through the core library (scoring -> selection -> accounting), so it is the
 same as :class:`apt_viz.PatchTokenizer` on that image.
 
-Settings (``patch_selection_method``, ``alpha``, ``thresholds``, ``scorer``) can be given at
+Settings (``patch_selection_method``, ``alpha``, ``thresholds``, ``scorer``, ``budget_unit``,
+``seed``) can be given at
 construction, set as attributes, or passed per call (also as ``images_kwargs`` of
 ``Qwen2VLProcessor``); ``save_pretrained`` / ``from_pretrained`` keep them.
 
@@ -36,7 +37,7 @@ from ..core.patches import construct_patch_groups
 from ..core.pipeline import run_apt
 from ..core.selection import BudgetInfo, Selection
 
-APT_SETTINGS = ("patch_selection_method", "alpha", "thresholds", "scorer")
+APT_SETTINGS = ("patch_selection_method", "alpha", "thresholds", "scorer", "budget_unit", "seed")
 APT_OUTPUT_KEYS = (
     "apt_pixel_values",
     "apt_patch_sizes",
@@ -58,7 +59,12 @@ class APTQwen2VLImageProcessorKwargs(Qwen2VLImageProcessorKwargs, total=False):
     thresholds (`list[float]`, *optional*):
         v1 thresholds, one per scale above the base (defaults to `[3.0, 2.0]` for 28 and 56 px).
     scorer (`str`, *optional*, defaults to `"entropy"`):
-        Importance scorer: `"entropy"`, `"laplacian"` or `"upsample_mse"`.
+        Importance scorer: `"entropy"`, `"laplacian"`, `"upsample_mse"` or `"random"`.
+    budget_unit (`str`, *optional*, defaults to `"vision"`):
+        What the budget's alpha is a fraction of: `"vision"` (the base patches) or `"llm"` (the
+        stock LLM tokens).
+    seed (`int`, *optional*, defaults to 0):
+        Seed of the `"random"` scorer.
     """
 
     # transformers validates call kwargs strictly against these types: accept ints and tuples too.
@@ -66,19 +72,31 @@ class APTQwen2VLImageProcessorKwargs(Qwen2VLImageProcessorKwargs, total=False):
     alpha: float | int
     thresholds: list[float | int] | tuple[float | int, ...] | None
     scorer: str
+    budget_unit: str
+    seed: int
 
 
 def apt_config(
-    patch_selection_method: Any, alpha: Any, thresholds: Any, scorer: Any, patch_size: int, merge_size: int
+    patch_selection_method: Any,
+    alpha: Any,
+    thresholds: Any,
+    scorer: Any,
+    patch_size: int,
+    merge_size: int,
+    *,
+    budget_unit: Any = "vision",
+    seed: Any = 0,
 ) -> APTConfig:
     """The processor's settings as a validated :class:`APTConfig`; ``ValueError`` (one line) when unusable."""
     return APTConfig(
         patch_size=patch_size,
         merge_size=merge_size,
         scorer=scorer,
+        seed=seed,
         method=patch_selection_method,
         alpha=alpha,
         thresholds=None if thresholds is None else tuple(thresholds),
+        budget_unit=budget_unit,
     )
 
 
@@ -173,6 +191,8 @@ class _APTMixin:
     alpha = 1.0
     thresholds = None
     scorer = "entropy"
+    budget_unit = "vision"
+    seed = 0
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -183,7 +203,8 @@ class _APTMixin:
         self.last_token_stats: list[TokenStats] | None = None
         # Fail at construction, not at the first call.
         apt_config(
-            self.patch_selection_method, self.alpha, self.thresholds, self.scorer, self.patch_size, self.merge_size
+            self.patch_selection_method, self.alpha, self.thresholds, self.scorer, self.patch_size, self.merge_size,
+            budget_unit=self.budget_unit, seed=self.seed,
         )
 
     def _resize_like_stock(self, images: list, size: Any, resample: Any, factor: int, **kwargs: Any) -> list:
@@ -205,10 +226,13 @@ class _APTMixin:
         alpha: float = 1.0,
         thresholds: Sequence[float] | None = None,
         scorer: str = "entropy",
+        budget_unit: str = "vision",
+        seed: int = 0,
         **kwargs: Any,
     ) -> BatchFeature:
         # Call kwargs, else the attributes (filled in by the stock preprocess): validated on every call.
-        config = apt_config(patch_selection_method, alpha, thresholds, scorer, patch_size, merge_size)
+        config = apt_config(patch_selection_method, alpha, thresholds, scorer, patch_size, merge_size,
+                            budget_unit=budget_unit, seed=seed)
         # Resize here with the stock code, then let the stock _preprocess do the rest on the same
         # images: its outputs stay bit-identical and APT scores exactly what it normalized.
         if do_resize:

@@ -50,9 +50,9 @@ class APTQwen2VLProcessor(Qwen2VLProcessor):
     """Qwen2-VL processor for APT models: ``<|image_pad|>`` expands to ``apt_num_llm_tokens[i]`` tokens.
 
     Built on :class:`~apt_viz.hf.APTQwen2VLImageProcessor` (a stock image processor given here is
-    converted). APT settings (``patch_selection_method``, ``alpha``, ``thresholds``, ``scorer``)
-    are the image processor's: set them on it, pass them per call (``images_kwargs`` or flat), or
-    to ``from_pretrained``.
+    converted). APT settings (``patch_selection_method``, ``alpha``, ``thresholds``, ``scorer``,
+    ``budget_unit``, ``seed``) are the image processor's: set them on it, pass them per call
+    (``images_kwargs`` or flat), or to ``from_pretrained``.
     """
 
     def __init__(
@@ -94,7 +94,8 @@ class APTQwen2VLProcessor(Qwen2VLProcessor):
             pretrained_model_name_or_path: A folder (or hub id) holding a Qwen2-VL processor.
             *args: Passed to ``ProcessorMixin.from_pretrained``.
             **kwargs: Passed to ``ProcessorMixin.from_pretrained``; ``patch_selection_method``,
-                ``alpha``, ``thresholds`` and ``scorer`` set the APT settings (validated).
+                ``alpha``, ``thresholds``, ``scorer``, ``budget_unit`` and ``seed`` set the APT settings
+                (validated).
 
         Returns:
             The processor, its image processor an APT one.
@@ -111,6 +112,8 @@ class APTQwen2VLProcessor(Qwen2VLProcessor):
             image_processor.scorer,
             image_processor.patch_size,
             image_processor.merge_size,
+            budget_unit=image_processor.budget_unit,
+            seed=image_processor.seed,
         )
         return processor
 
