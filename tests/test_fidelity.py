@@ -146,7 +146,7 @@ def test_uniform_baselines_are_the_stock_processor_at_the_matched_max_pixels(ori
     for name in ("coffee", "chelsea"):
         original = originals[name]
         analysis = analyze_image(original, APTConfig(method="budget", alpha=0.3, backend=backend))
-        for target in (analysis.stats.tokens, 4 * analysis.stats.llm_tokens):
+        for target in (analysis.stats.vision_tokens, 4 * analysis.stats.llm_tokens):
             view = uniform_view(original, target, analysis.config, analysis.resized_hw)
             stock = stock_class(size={"shortest_edge": MIN_PIXELS, "longest_edge": view.max_pixels})
             out = stock(original, return_tensors="pt")
@@ -233,10 +233,10 @@ def test_random_baseline_keeps_the_budget_and_is_reproducible(config, originals)
     analysis = analyze_image(originals["rocket"], config)
     first = fidelity_views(analysis, originals["rocket"])
     again = fidelity_views(analysis, originals["rocket"])
-    assert first.random_stats.tokens == analysis.stats.tokens  # equal vision tokens, exactly
+    assert first.random_stats.vision_tokens == analysis.stats.vision_tokens  # equal vision tokens, exactly
     assert torch.equal(first.random_equal_vision, again.random_equal_vision)
     other = fidelity_views(analyze_image(originals["rocket"], config.replace(seed=1)), originals["rocket"])
-    assert other.random_stats.tokens == analysis.stats.tokens
+    assert other.random_stats.vision_tokens == analysis.stats.vision_tokens
     assert not torch.equal(other.random_equal_vision, first.random_equal_vision)
 
 
@@ -250,7 +250,7 @@ def test_the_fidelity_record_has_the_schema_keys(originals):
         extra = ["resized_height", "resized_width"] if name.startswith("uniform") else []
         assert list(score) == SCORE_KEYS + extra, name
         assert 0 < score["ssim"] < 1 and score["psnr"] > score["psnr_detail"] > 10
-    assert record["apt"]["vision_tokens"] == analysis.stats.tokens and record["apt"]["llm_tokens"] == analysis.stats.llm_tokens
+    assert record["apt"]["vision_tokens"] == analysis.stats.vision_tokens and record["apt"]["llm_tokens"] == analysis.stats.llm_tokens
     uniform = record["uniform_equal_llm"]
     assert uniform["llm_tokens"] * 4 == uniform["vision_tokens"] == uniform["resized_height"] * uniform["resized_width"] // 196
 

@@ -106,9 +106,9 @@ def fidelity_views(analysis: ImageAnalysis, original: Image.Image) -> FidelityVi
     masks = {size: mask.unsqueeze(0).to(device) for size, mask in analysis.masks.items()}
     stats = analysis.stats
 
-    randomized = run_apt(pixels, random_baseline_config(config, stats.tokens, stats.base_tokens))
+    randomized = run_apt(pixels, random_baseline_config(config, stats.vision_tokens, stats.base_tokens))
     full_hw = analysis.resized_hw
-    vision = uniform_view(original, stats.tokens, config, full_hw)
+    vision = uniform_view(original, stats.vision_tokens, config, full_hw)
     llm = uniform_view(original, stats.llm_tokens * config.merge_size**2, config, full_hw)
 
     if config.scorer is Scorer.ENTROPY:
@@ -140,11 +140,11 @@ def score_views(views: FidelityViews, stats: TokenStats) -> Fidelity:
     images = [views.apt, views.uniform_equal_vision.image, views.uniform_equal_llm.image, views.random_equal_vision]
     similarity = ssim(views.reference, images)
     costs = [
-        (stats.tokens, stats.llm_tokens, None),
+        (stats.vision_tokens, stats.llm_tokens, None),
         (views.uniform_equal_vision.vision_tokens, views.uniform_equal_vision.llm_tokens,
          views.uniform_equal_vision.resized_hw),
         (views.uniform_equal_llm.vision_tokens, views.uniform_equal_llm.llm_tokens, views.uniform_equal_llm.resized_hw),
-        (views.random_stats.tokens, views.random_stats.llm_tokens, None),
+        (views.random_stats.vision_tokens, views.random_stats.llm_tokens, None),
     ]
     scores = []
     for image, value, (vision_tokens, llm_tokens, resized) in zip(images, similarity, costs):
