@@ -75,13 +75,16 @@ class ImageAnalysis:
         return None if info is None else info.target_retention
 
     def reselect(self, **changes: Any) -> ImageAnalysis:
-        """The same image and maps under other selection settings (``method``, ``alpha``, ``thresholds``).
+        """The same image and maps under other selection settings (``method``, ``alpha``, ``thresholds``,
+        ``budget_unit``).
 
         Only the selection and the token count are re-run; the importance maps are reused.
         """
-        unknown = set(changes) - {"method", "alpha", "thresholds"}
+        unknown = set(changes) - {"method", "alpha", "thresholds", "budget_unit"}
         if unknown:
-            raise TypeError(f"reselect changes only method, alpha and thresholds, not {', '.join(sorted(unknown))}")
+            raise TypeError(
+                f"reselect changes only method, alpha, thresholds and budget_unit, not {', '.join(sorted(unknown))}"
+            )
         config = self.config.replace(**changes)
         batched = {size: m.unsqueeze(0) for size, m in self.maps.items()}
         result = select(batched, config, self.resized_hw)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from apt_viz.core.accounting import token_stats
 from apt_viz.core.scoring import compute_patch_entropy_batched
 from apt_viz.core.selection import select_patches_by_budget
 
@@ -71,6 +72,11 @@ def test_case1_alpha_half_exact_masks():
             "target_retention": 0.5,
             "tokens_per_scale": {"14": 8, "28": 6, "56": 0},
             "clamped": False,
+            "budget_unit": "vision",
+            "baseline_llm_tokens": None,
+            "min_llm_tokens": None,
+            "llm_tokens": None,
+            "target_llm_retention": None,
         }
     ]
 
@@ -249,3 +255,80 @@ def test_seed_dict_of_the_worked_example(resized_photos):
     _, (info,) = select_patches_by_budget(compute_patch_entropy_batched(image), 0.3, image_size=(392, 588))
     assert info.as_seed_dict() == {"base_tokens": 77, "base_small_tokens": 1176, "budget": 353, "k": 92, "alpha": 0.3}
     assert (info.min_tokens, info.k, info.vision_tokens) == (84, 89, 84 + 3 * 89)
+
+
+# --- budget in LLM tokens (docs/contract.md, section 10) -------------------------------------------
+# Case 1 again, merge size 2: L = (4/2) * (8/2) = 8 LLM tokens; the minimum is the two 56 px cells
+# (2 LLM tokens). In the hand order above, a 56 px split adds 3 LLM tokens (1 cell -> four 28 px
+# cells) and a 28 px split adds none (1 cell -> one merge group of four base patches):
+#   1 A +3   2 28(0,0) +0   3 B +3   4..10 the other 28 px cells +0
+# T = 2: allowance 0, A does not fit: nothing is split.
+# T = 5, 6, 7: A and 28(0,0) fit; B would make 8 > T: stop there (the free splits after B wait too).
+# T = 8: everything is split (8 LLM tokens, 32 vision tokens).
+CASE1_LLM = [  # (T, splits in the hand order, LLM tokens)
+    (2, 0, 2), (3, 0, 2), (4, 0, 2), (5, 2, 5), (6, 2, 5), (7, 2, 5), (8, 10, 8),
+]
+
+
+@pytest.mark.parametrize("target, k, llm", CASE1_LLM)
+def test_case1_llm_budget_follows_the_hand_order(target, k, llm):
+    masks, (info,) = select_patches_by_budget(CASE1_MAPS, target / 8, budget_unit="llm")
+    expected = _masks_after_splits(CASE1_ORDER[:k], {14: (4, 8), 28: (2, 4), 56: (1, 2)})
+    for size in (14, 28, 56):
+        assert torch.equal(masks[size], expected[size]), (target, size)
+    (stats,) = token_stats(masks)
+    assert stats.llm_tokens == info.llm_tokens == llm
+    assert (info.budget, info.k, info.vision_tokens) == (target, k, 2 + 3 * k)
+    assert (info.baseline_llm_tokens, info.min_llm_tokens, info.clamped) == (8, 2, False)
+    assert info.budget_unit == "llm" and info.target_llm_retention == target / 8 and info.target_retention is None
+    assert 0 <= info.budget - info.llm_tokens < 3
+
+
+def test_case2_llm_budget_counts_the_forced_splits():
+    # Case 2 (70x84, merge groups over a 5x6 base grid: 3x3 = 9 = L). The minimum holds 56(0,0),
+    # 28(0,2), 28(1,2) and base row 4, whose six patches are three merge groups: 3 + 3 = 6 LLM tokens
+    # (9 vision tokens). T = round(0.5 * 9) = 4 < 6: clamped to the minimum.
+    masks, (info,) = select_patches_by_budget(CASE2_MAPS, 0.5, image_size=(70, 84), budget_unit="llm")
+    assert (info.baseline_llm_tokens, info.min_llm_tokens, info.budget, info.clamped) == (9, 6, 4, True)
+    assert info.llm_tokens == token_stats(masks)[0].llm_tokens == 6 and info.vision_tokens == 9
+    # T = 9: the free 28 px splits come first (28(1,2), 28(0,2)), then 56(0,0) (+3), then the rest (+0).
+    masks, (info,) = select_patches_by_budget(CASE2_MAPS, 1.0, image_size=(70, 84), budget_unit="llm")
+    assert (info.k, info.llm_tokens, info.vision_tokens) == (7, 9, 30)
+    assert torch.equal(masks[14], torch.ones(1, 5, 6))
+
+
+def test_llm_budget_needs_a_merge_size_whose_split_costs_are_fixed():
+    with pytest.raises(ValueError, match="merge_size 1 or 2"):
+        select_patches_by_budget(CASE1_MAPS, 0.5, budget_unit="llm", merge_size=4)
+    with pytest.raises(ValueError, match="unknown budget_unit 'tokens'"):
+        select_patches_by_budget(CASE1_MAPS, 0.5, budget_unit="tokens")
+
+
+def test_llm_budget_with_merge_size_one_is_the_vision_budget():
+    for alpha in (0.2, 0.5, 0.9):
+        vision_masks, (vision,) = select_patches_by_budget(CASE1_MAPS, alpha)
+        llm_masks, (llm,) = select_patches_by_budget(CASE1_MAPS, alpha, budget_unit="llm", merge_size=1)
+        assert all(torch.equal(vision_masks[s], llm_masks[s]) for s in (14, 28, 56))
+        assert llm.llm_tokens == vision.vision_tokens and llm.baseline_llm_tokens == 32
+
+
+@pytest.mark.parametrize("name", PHOTO_NAMES)
+def test_llm_budget_on_photos_lands_within_one_split(name, resized_photos):
+    image = resized_photos[name]
+    maps = compute_patch_entropy_batched(image)
+    size = tuple(image.shape[-2:])
+    previous = 0
+    for alpha in (0.05, 0.1, 0.25, 0.3, 0.5, 0.75, 1.0):
+        masks, (info,) = select_patches_by_budget(maps, alpha, image_size=size, budget_unit="llm")
+        (stats,) = token_stats(masks)
+        assert info.baseline_llm_tokens == stats.baseline_llm_tokens == info.base_tokens // 4
+        assert info.budget == round(alpha * info.baseline_llm_tokens)
+        assert info.llm_tokens == stats.llm_tokens and info.vision_tokens == stats.vision_tokens
+        if not info.clamped:
+            assert 0 <= info.budget - stats.llm_tokens <= 3  # within one split of the target
+        assert stats.llm_tokens >= previous
+        previous = stats.llm_tokens
+        assert torch.equal(base_coverage(masks), torch.ones_like(masks[14]))
+        # the same order as the vision budget: the result is one of its prefixes
+        vision_masks, _ = select_patches_by_budget(maps, info.vision_tokens / info.base_tokens, image_size=size)
+        assert all(torch.equal(vision_masks[s], masks[s]) for s in masks)

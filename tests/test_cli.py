@@ -232,6 +232,19 @@ def test_unusual_options_change_the_numbers(tmp_path, photo_paths):
     assert stats["tokens_per_scale"] == stats_record(expected)["tokens_per_scale"]
 
 
+def test_llm_budget_and_seeded_random_scorer_from_the_command_line(tmp_path, photo_paths):
+    args = ["-o", tmp_path, "--json", "--stats-only", "--device", "cpu", "-m", "budget", "--alpha", "0.5"]
+    result = invoke(photo_paths["chelsea"], *args, "--budget-unit", "llm", "--scorer", "random", "--seed", "7")
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)["images"][0]
+    config = APTConfig(method="budget", alpha=0.5, budget_unit="llm", scorer="random", seed=7, device="cpu")
+    expected = stats_record(analyze_image(photo_paths["chelsea"], config))
+    assert stats["budget_info"] == expected["budget_info"]
+    assert stats["budget_info"]["budget_unit"] == "llm" and stats["config"]["seed"] == 7
+    info = stats["budget_info"]
+    assert 0 <= info["budget"] - info["llm_tokens"] <= 3 and info["budget"] == round(0.5 * info["baseline_llm_tokens"])
+
+
 # --- usage errors --------------------------------------------------------------------------------
 
 BAD_OPTIONS = [
@@ -254,6 +267,10 @@ BAD_OPTIONS = [
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--workers", "-1"], "--workers"),
     (["-m", "v2", "--alpha", "abc"], "Invalid value for '--alpha'"),
+    (["--budget-unit", "llm"], "--budget-unit applies to budget, not v1"),
+    (["-m", "budget", "--alpha", "0.3", "--budget-unit", "patches"], "'patches' is not one of"),
+    (["-m", "budget", "--alpha", "0.3", "--budget-unit", "llm", "--merge-size", "4"], "needs merge_size 1 or 2"),
+    (["--scorer", "random", "--seed", "-1"], "Invalid value for '--seed'"),
 ]
 
 

@@ -120,6 +120,26 @@ def test_per_call_settings_reach_the_placeholder_count(tokenizer, photos):
     assert apt.image_processor.patch_selection_method == "v1"  # for that call only
 
 
+def test_an_llm_token_budget_and_a_seeded_random_scorer_reach_the_processor(tokenizer, photos):
+    _, apt = processors(tokenizer)
+    llm_budget = {"patch_selection_method": "budget", "alpha": 0.5, "budget_unit": "llm"}
+    out = apt(images=photos[:2], text=[ONE, ONE], images_kwargs=llm_budget, padding=True, return_tensors="pt")
+    llm = out["apt_num_llm_tokens"].tolist()
+    targets = [round(0.5 * n) for n in (out["image_grid_thw"].prod(-1) // 4).tolist()]
+    assert all(0 <= t - n <= 3 for t, n in zip(targets, llm)), (targets, llm)  # within one split of T
+    infos = apt.image_processor.last_budget_info
+    assert [(i.budget, i.llm_tokens, i.clamped) for i in infos] == [(t, n, False) for t, n in zip(targets, llm)]
+    assert (out["input_ids"] == image_pad(tokenizer)).sum(-1).tolist() == llm
+    assert apt.image_processor.budget_unit == "vision"  # for that call only
+
+    random = {**BUDGET, "scorer": "random", "seed": 3}
+    first, again = (apt.image_processor(photos[:1], **random, return_tensors="pt") for _ in range(2))
+    other = apt.image_processor(photos[:1], **{**random, "seed": 4}, return_tensors="pt")
+    assert torch.equal(first["apt_patch_positions"], again["apt_patch_positions"])
+    assert not torch.equal(first["apt_patch_positions"], other["apt_patch_positions"])
+    assert first["apt_num_tokens"].tolist() == other["apt_num_tokens"].tolist()  # same budget, same tokens
+
+
 def test_a_stock_processor_folder_loads_as_an_apt_processor(tmp_path, tokenizer, photos):
     stock, _ = processors(tokenizer)
     stock.save_pretrained(tmp_path)

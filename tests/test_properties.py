@@ -7,6 +7,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from apt_viz.core.accounting import token_stats
 from apt_viz.core.config import METHODS, SCORERS
 from apt_viz.core.scoring import compute_importance_maps
 from apt_viz.core.selection import select_patches, select_patches_by_budget, select_patches_by_threshold
@@ -86,6 +87,24 @@ def test_budget_bounds(image, scorer, alpha):
     else:
         assert tokens <= info.budget
         assert info.budget - tokens < 3 or tokens == n
+
+
+@PROPERTY_SETTINGS
+@given(image=images(), scorer=st.sampled_from(SCORERS), alpha=st.floats(0.01, 1.0), num_scales=st.integers(1, 4))
+def test_llm_budget_bounds(image, scorer, alpha, num_scales):
+    """Any size (partial cells, a last merge group cut in half): the LLM tokens BudgetInfo reports are
+    the accounting's, and they land within one split (3 LLM tokens) of T."""
+    height, width = image.shape[-2:]
+    maps = compute_importance_maps(image, scorer, num_scales=num_scales)
+    masks, (info,) = select_patches_by_budget(maps, alpha, image_size=(height, width), budget_unit="llm")
+    (stats,) = token_stats(masks)
+    assert info.baseline_llm_tokens == stats.baseline_llm_tokens and info.budget == round(alpha * stats.baseline_llm_tokens)
+    assert info.llm_tokens == stats.llm_tokens and info.vision_tokens == stats.vision_tokens
+    assert torch.equal(base_coverage(masks), torch.ones_like(masks[14]))
+    if info.clamped:
+        assert info.budget < stats.llm_tokens == info.min_llm_tokens
+    else:
+        assert 0 <= info.budget - stats.llm_tokens < 3 or stats.vision_tokens == stats.base_tokens
 
 
 @PROPERTY_SETTINGS

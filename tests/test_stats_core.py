@@ -157,6 +157,16 @@ def test_selection_of_a_batch_never_waits_for_the_device(method, alpha):
     assert recorder.seen == []
 
 
+@pytest.mark.parametrize("alpha", [0.3, 0.01])
+def test_llm_budget_of_a_batch_never_waits_for_the_device(alpha):
+    images = torch.cat([load_photo_tensor(name, size=(250, 370)) for name in PHOTO_NAMES])
+    maps = compute_importance_maps(images)
+    select_patches(maps, "budget", alpha=alpha, image_size=(250, 370), budget_unit="llm")
+    with SyncProneOps() as recorder:
+        select_patches(maps, "budget", alpha=alpha, image_size=(250, 370), budget_unit="llm")
+    assert recorder.seen == []
+
+
 def test_budget_with_a_count_per_image_chooses_each_prefix():
     from apt_viz.core.selection import _choose_splits
 

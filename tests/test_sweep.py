@@ -111,6 +111,9 @@ def test_reselect_reuses_maps_and_equals_a_fresh_run(analyses):
         base.reselect(method="budget", alpha=2.0)
     with pytest.raises(TypeError, match="scorer"):
         base.reselect(scorer="laplacian")
+    in_llm = base.reselect(method="budget", alpha=0.5, budget_unit="llm")  # the LLM-token budget, maps reused
+    fresh = analyze_image(IMAGES / "rocket.jpg", APTConfig(method="budget", alpha=0.5, budget_unit="llm"))
+    assert stats_record(in_llm) == stats_record(fresh) and in_llm.budget_info.budget_unit == "llm"
 
 
 def test_sweep_reuses_the_maps_of_the_scorer_given(analyses):

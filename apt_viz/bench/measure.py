@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ..core.apt_inputs import APTInputs
 from .counts import apt_windows, counted_row, stock_windows
 from .memory import peak_memory_mb, return_freed_memory, synchronize
 from .models import BenchModel
@@ -40,12 +41,10 @@ def apt_model_inputs(output: Any, device: torch.device) -> dict[str, torch.Tenso
         device: The bench device.
 
     Returns:
-        ``image_grid_thw`` and the ``apt_*`` keys the processor declares (the processor computes
-        a few of them on the CPU).
+        ``image_grid_thw`` and the ``apt_*`` keys of :class:`~apt_viz.core.apt_inputs.APTInputs`
+        (the processor computes a few of them on the CPU).
     """
-    from ..hf import APT_OUTPUT_KEYS
-
-    return {key: output[key].to(device) for key in ("image_grid_thw", *APT_OUTPUT_KEYS)}
+    return {key: output[key].to(device) for key in ("image_grid_thw", *APTInputs.KEYS)}
 
 
 def prompt_batch(config: Any, image_tokens: Sequence[int], question_tokens: int, device: torch.device) -> dict:

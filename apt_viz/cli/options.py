@@ -19,7 +19,7 @@ import typer
 from PIL import Image
 
 from ..checkpoint import CheckpointError, read_checkpoint
-from ..core.config import Aggregate, APTConfig, Backend, Method, Scorer
+from ..core.config import Aggregate, APTConfig, Backend, BudgetUnit, Method, Scorer
 from ..core.families import PROCESSOR_FIELDS, ModelFamily
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,6 +102,7 @@ class ImageOptions:
         bool, typer.Option("--no-resize", help="Keep the original size (grids pad the bottom/right).")
     ] = False
     bins: Annotated[int, typer.Option(help="Entropy histogram bins.")] = 512
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the random scorer.")] = 0
     device: Annotated[str, typer.Option(help="auto (cuda when available), cpu, cuda or cuda:N.")] = "auto"
     max_image_pixels: Annotated[
         int,
@@ -135,6 +136,7 @@ class ImageOptions:
                 backend=self.backend,
                 num_scales=self.num_scales,
                 bins=self.bins,
+                seed=self.seed,
                 device=self.device,
                 **selection,
             )
@@ -182,17 +184,30 @@ class SelectionOptions:
         ),
     ] = None
     thresholds: ThresholdsOption = None
+    budget_unit: Annotated[
+        Optional[BudgetUnit],
+        typer.Option(
+            help="budget: what alpha is a fraction of: vision (the base patches) or llm (the stock LLM tokens). "
+            "[default: vision]",
+            show_default=False,
+        ),
+    ] = None
 
     def settings(self) -> dict[str, Any]:
-        """``method`` / ``alpha`` / ``thresholds`` for :meth:`ImageOptions.config` (misplaced ones: usage errors)."""
+        """``method`` / ``alpha`` / ``thresholds`` / ``budget_unit`` for :meth:`ImageOptions.config`
+        (misplaced ones: usage errors)."""
         method = self.patch_selection_method
         if method is Method.V1 and self.alpha is not None:
             raise typer.BadParameter("--alpha applies to v2 and budget; v1 uses --thresholds")
         if method is not Method.V1 and self.thresholds is not None:
             raise typer.BadParameter(f"--thresholds applies to v1; {method} uses --alpha")
+        if method is not Method.BUDGET and self.budget_unit is not None:
+            raise typer.BadParameter(f"--budget-unit applies to budget, not {method}")
         settings: dict[str, Any] = {"method": method, "thresholds": parse_thresholds(self.thresholds)}
         if self.alpha is not None:
             settings["alpha"] = self.alpha
+        if self.budget_unit is not None:
+            settings["budget_unit"] = self.budget_unit
         return settings
 
 

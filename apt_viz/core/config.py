@@ -17,7 +17,7 @@ from typing import Any, Union
 
 from ._choices import as_choice
 from .families import DEFAULT_FAMILY, FAMILIES, PROCESSOR_FIELDS, ModelFamily
-from .qwen2vl import ResizeSpec
+from .qwen2vl import MERGE_SIZE, ResizeSpec
 
 
 class Method(str, enum.Enum):
@@ -37,6 +37,17 @@ class Scorer(str, enum.Enum):
     ENTROPY = "entropy"
     LAPLACIAN = "laplacian"
     UPSAMPLE_MSE = "upsample_mse"
+    RANDOM = "random"  # seeded uniform maps: the random baseline of docs/fidelity.md
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class BudgetUnit(str, enum.Enum):
+    """What the budget method's target counts (docs/contract.md, section 10)."""
+
+    VISION = "vision"  # T = round(alpha * N) vision tokens
+    LLM = "llm"  # T = round(alpha * L) LLM tokens, L = the stock LLM tokens (N / merge_size^2)
 
     def __str__(self) -> str:
         return self.value
@@ -65,11 +76,16 @@ class Backend(str, enum.Enum):
 
 MethodT = Union[str, Method]
 ScorerT = Union[str, Scorer]
+BudgetUnitT = Union[str, BudgetUnit]
 AggregateT = Union[str, Aggregate]
 BackendT = Union[str, Backend]
 
 METHODS = tuple(m.value for m in Method)
 SCORERS = tuple(s.value for s in Scorer)
+BUDGET_UNITS = tuple(u.value for u in BudgetUnit)
+# Merge sizes for which a split's LLM-token cost is a property of the split alone (docs/contract.md,
+# section 10): with 2, a merge group is exactly one cell of the second grid.
+LLM_BUDGET_MERGE_SIZES = (1, 2)
 AGGREGATES = tuple(a.value for a in Aggregate)
 BACKENDS = tuple(b.value for b in Backend)
 DEFAULT_THRESHOLDS = (3.0, 2.0)  # official APT: 28 px, 56 px
@@ -86,7 +102,13 @@ def default_thresholds(num_scales: int) -> tuple[float, ...]:
 
 
 def check_selection(
-    method: MethodT, alpha: float | None, thresholds: Sequence[float] | None, num_scales: int
+    method: MethodT,
+    alpha: float | None,
+    thresholds: Sequence[float] | None,
+    num_scales: int,
+    *,
+    budget_unit: BudgetUnitT = BudgetUnit.VISION,
+    merge_size: int = MERGE_SIZE,
 ) -> Method:
     """Validate a selection setting; return the method as a :class:`Method`.
 
@@ -95,11 +117,19 @@ def check_selection(
         alpha: v2: > 0; budget: in (0, 1]; not used by v1.
         thresholds: v1: ``num_scales - 1`` finite numbers (None: the official defaults).
         num_scales: Number of patch scales.
+        budget_unit: budget: ``vision`` or ``llm`` (the latter needs a merge size of 1 or 2);
+            not used by v1 and v2.
+        merge_size: The spatial merge (m) that turns base patches into LLM tokens.
 
     Raises:
         ValueError: one line naming what is wrong.
     """
     method = Method(as_choice(Method, method, "patch_selection_method"))
+    unit = as_choice(BudgetUnit, budget_unit, "budget_unit")
+    if method is Method.BUDGET and unit is BudgetUnit.LLM and merge_size not in LLM_BUDGET_MERGE_SIZES:
+        raise ValueError(
+            f"budget_unit llm needs merge_size 1 or 2 (a split's LLM-token cost is then its own), got {merge_size}"
+        )
     if method is not Method.V1:
         if alpha is None or isinstance(alpha, bool) or not math.isfinite(alpha) or alpha <= 0:
             raise ValueError(f"alpha must be > 0 for {method}, got {alpha}")
@@ -144,9 +174,11 @@ class APTConfig:
     scorer: Scorer = Scorer.ENTROPY
     bins: int = 512
     aggregate: Aggregate = Aggregate.MEAN  # laplacian / upsample_mse cell aggregate
+    seed: int = 0  # random scorer
     method: Method = Method.V1
     alpha: float = 1.0
     thresholds: tuple[float, ...] | None = field(default=None)  # v1; None -> (3.0, 2.0)
+    budget_unit: BudgetUnit = BudgetUnit.VISION  # budget: what alpha is a fraction of
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -161,6 +193,9 @@ class APTConfig:
         set_field(self, "backend", as_choice(Backend, self.backend, "backend"))
         set_field(self, "scorer", as_choice(Scorer, self.scorer, "scorer"))
         set_field(self, "aggregate", as_choice(Aggregate, self.aggregate, "aggregate"))
+        set_field(self, "budget_unit", as_choice(BudgetUnit, self.budget_unit, "budget_unit"))
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
         if self.thresholds is not None:
             if isinstance(self.thresholds, (str, bytes)) or not all(
                 isinstance(t, (int, float)) and not isinstance(t, bool) for t in self.thresholds
@@ -173,7 +208,10 @@ class APTConfig:
         self._validate_sizes()
         if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
             raise ValueError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
-        set_field(self, "method", check_selection(self.method, self.alpha, self.thresholds, self.num_scales))
+        set_field(self, "method", check_selection(
+            self.method, self.alpha, self.thresholds, self.num_scales,
+            budget_unit=self.budget_unit, merge_size=self.merge_size,
+        ))
 
     def _validate_sizes(self) -> None:
         positive = {
@@ -226,7 +264,7 @@ class APTConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: Enums as their strings, thresholds, mean and std as lists."""
         out = asdict(self)
-        for name in ("model_family", "backend", "scorer", "aggregate", "method"):
+        for name in ("model_family", "backend", "scorer", "aggregate", "method", "budget_unit"):
             out[name] = str(out[name])
         for name in ("image_mean", "image_std"):
             out[name] = list(out[name])

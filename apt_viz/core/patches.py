@@ -13,13 +13,17 @@ from .grids import grid_shape
 from .selection import Masks
 
 
-def construct_patch_groups(images: torch.Tensor, masks: Masks, patch_size: int) -> dict[str, torch.Tensor]:
+def construct_patch_groups(
+    images: torch.Tensor, masks: Masks, patch_size: int, *, full_patches: bool = True
+) -> dict[str, torch.Tensor]:
     """Selected patches per scale.
 
     Args:
         images: (B, C, H, W), any value range (normalized images in APT).
         masks: {cell size: (B, rows_i, cols_i)} 0/1 selection masks, smallest size first.
         patch_size: Base patch size p.
+        full_patches: Also gather ``full_patches_{s}`` (the fidelity reconstruction needs only
+            the rows the model embeds).
 
     Returns:
         For each cell size s of grid i: ``resized_patches_{s}`` (n_s, C, p, p) from the image
@@ -33,10 +37,12 @@ def construct_patch_groups(images: torch.Tensor, masks: Masks, patch_size: int) 
     for level, size in enumerate(sorted(masks)):
         rows, cols = grid_shape(height, width, size)
         selected = masks[size].bool()
-        padded = F.pad(images, (0, cols * size - width, 0, rows * size - height))
+        pad = (0, cols * size - width, 0, rows * size - height)
+        padded = F.pad(images, pad) if any(pad) else images
         scaled = padded
         if level > 0:
             scaled = F.interpolate(padded, scale_factor=0.5**level, mode="bilinear", align_corners=False)
+        if level > 0 and full_patches:
             n = size // p
             # b ch (r n1 y) (c n2 x) -> b r c (n1 n2) ch y x
             constituents = (

@@ -31,13 +31,14 @@ def compute_maps(images: torch.Tensor, config: APTConfig) -> Maps:
 
     Args:
         images: (B, C, H, W) in [0, 255], any device.
-        config: Supplies scorer, patch size, number of scales, bins and aggregate.
+        config: Supplies scorer, patch size, number of scales, bins, aggregate and seed.
 
     Returns:
         {cell size: (B, rows_i, cols_i)} float32 scores, smallest size first.
     """
     return compute_importance_maps(
-        images, config.scorer, config.patch_size, config.num_scales, bins=config.bins, aggregate=config.aggregate
+        images, config.scorer, config.patch_size, config.num_scales,
+        bins=config.bins, aggregate=config.aggregate, seed=config.seed,
     )
 
 
@@ -46,14 +47,15 @@ def select(maps: Maps, config: APTConfig, image_size: ImageHW | None = None) -> 
 
     Args:
         maps: {cell size: (B, rows_i, cols_i)} importance maps (from :func:`compute_maps`).
-        config: Supplies method, alpha, thresholds and merge size.
+        config: Supplies method, alpha, thresholds, budget unit and merge size.
         image_size: (H, W) of the images, to locate partial cells (None: the base grid, unpadded).
 
     Returns:
         An :class:`APTResult` holding ``maps``, the selection and per-image token counts.
     """
     selection = select_patches(
-        maps, config.method, alpha=config.alpha, thresholds=config.thresholds, image_size=image_size
+        maps, config.method, alpha=config.alpha, thresholds=config.thresholds, image_size=image_size,
+        budget_unit=config.budget_unit, merge_size=config.merge_size,
     )
     return APTResult(maps, selection, token_stats(selection.masks, config.merge_size))
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .config import Aggregate, AggregateT, Scorer, ScorerT, as_choice
 from .grids import Maps, grid_shape, scale_sizes
+from .random_maps import compute_patch_random_batched
 
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 # Official compute_patch_mse_batched defaults (APT's PatchTokenizer passes (1.0, 0.5, 0.25), whose
@@ -360,32 +361,39 @@ class ScorerFn(Protocol):
     """The shape every registered scorer has (keyword options it does not use are ignored)."""
 
     def __call__(
-        self, images: torch.Tensor, patch_size: int, num_scales: int, *, bins: int, aggregate: AggregateT
+        self, images: torch.Tensor, patch_size: int, num_scales: int, *, bins: int, aggregate: AggregateT, seed: int
     ) -> ImportanceMaps: ...
 
 
 def _entropy(
-    images: torch.Tensor, patch_size: int, num_scales: int, *, bins: int, aggregate: AggregateT
+    images: torch.Tensor, patch_size: int, num_scales: int, *, bins: int, aggregate: AggregateT, seed: int
 ) -> ImportanceMaps:
     return compute_patch_entropy_batched(images, patch_size, num_scales, bins=bins)
 
 
 def _laplacian(
-    images: torch.Tensor, patch_size: int, num_scales: int, *, bins: int, aggregate: AggregateT
+    images: torch.Tensor, patch_size: int, num_scales: int, *, bins: int, aggregate: AggregateT, seed: int
 ) -> ImportanceMaps:
     return compute_patch_laplacian_batched(images, patch_size, num_scales, aggregate)
 
 
 def _upsample_mse(
-    images: torch.Tensor, patch_size: int, num_scales: int, *, bins: int, aggregate: AggregateT
+    images: torch.Tensor, patch_size: int, num_scales: int, *, bins: int, aggregate: AggregateT, seed: int
 ) -> ImportanceMaps:
     return compute_patch_upsample_mse_batched(images, patch_size, num_scales, aggregate)
+
+
+def _random(
+    images: torch.Tensor, patch_size: int, num_scales: int, *, bins: int, aggregate: AggregateT, seed: int
+) -> ImportanceMaps:
+    return compute_patch_random_batched(images, patch_size, num_scales, seed)
 
 
 SCORERS: dict[Scorer, ScorerFn] = {
     Scorer.ENTROPY: _entropy,
     Scorer.LAPLACIAN: _laplacian,
     Scorer.UPSAMPLE_MSE: _upsample_mse,
+    Scorer.RANDOM: _random,
 }
 
 
@@ -397,16 +405,18 @@ def compute_importance_maps(
     *,
     bins: int = 512,
     aggregate: AggregateT = Aggregate.MEAN,
+    seed: int = 0,
 ) -> ImportanceMaps:
     """Run the named scorer (see :data:`SCORERS`).
 
     Args:
         images: (B, C, H, W) in [0, 255], on any device.
-        scorer: ``entropy``, ``laplacian`` or ``upsample_mse``.
+        scorer: ``entropy``, ``laplacian``, ``upsample_mse`` or ``random``.
         patch_size: Base cell size.
         num_scales: Number of grids.
         bins: Entropy histogram bins.
         aggregate: Per-cell aggregate of laplacian / upsample_mse.
+        seed: Seed of the ``random`` scorer.
 
     Returns:
         {cell size: (B, rows_i, cols_i)} float32 scores, smallest size first.
@@ -414,5 +424,5 @@ def compute_importance_maps(
     if images.dim() != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
     function = SCORERS[as_choice(Scorer, scorer, "scorer")]
-    return function(images, patch_size, num_scales, bins=bins, aggregate=aggregate)
+    return function(images, patch_size, num_scales, bins=bins, aggregate=aggregate, seed=seed)
 

@@ -14,46 +14,64 @@ from typing import Any
 
 import torch
 
-from .config import Method, MethodT, check_selection, default_thresholds
+from .config import BudgetUnit, BudgetUnitT, Method, MethodT, as_choice, check_selection, default_thresholds
 from .grids import ImageHW, Maps, infer_image_size, partial_cells, upsample_cells
+from .qwen2vl import MERGE_SIZE
 
 Masks = Maps  # {cell size: (B, rows_i, cols_i) 0/1 float}
 
 
 @dataclass(frozen=True)
 class BudgetInfo:
-    """What the budget method decided for one image (docs/contract.md, section 4).
+    """What the budget method decided for one image (docs/contract.md, sections 4 and 10).
 
     ``base_tokens`` is N as everywhere else; ``min_tokens`` is the minimum the forced splits of
-    partial cells leave (schema 1 called it ``base_tokens`` inside ``budget_info``).
+    partial cells leave (schema 1 called it ``base_tokens`` inside ``budget_info``). ``budget`` is
+    the target T in ``budget_unit``: vision tokens (T = round(alpha * N)) or LLM tokens
+    (T = round(alpha * L), L = ``baseline_llm_tokens``); ``clamped`` compares T with the minimum
+    in that unit. The three ``llm`` fields are filled in for the ``llm`` unit only.
     :meth:`as_seed_dict` gives the same decision under the names of the Qwen2-VL APT fork.
     """
 
     alpha: float
     base_tokens: int  # N: base patches
-    min_tokens: int  # tokens after the forced splits alone
+    min_tokens: int  # vision tokens after the forced splits alone
     top_cells: int  # cells of the largest grid, partial ones included (the fork's base_tokens)
-    budget: int  # T = round(alpha * N)
+    budget: int  # T, in budget_unit
     k: int  # splits applied, forced ones excluded
-    vision_tokens: int  # tokens selected (<= budget unless clamped)
+    vision_tokens: int  # tokens selected (<= budget unless clamped, for a budget in vision tokens)
     tokens_per_scale: dict[int, int]
-    clamped: bool  # T < min_tokens: the result is the minimum
+    clamped: bool  # T below the minimum (in budget_unit): the result is the minimum
+    budget_unit: BudgetUnit = BudgetUnit.VISION
+    baseline_llm_tokens: int | None = None  # L = N / m^2 (llm unit)
+    min_llm_tokens: int | None = None  # LLM tokens after the forced splits alone (llm unit)
+    llm_tokens: int | None = None  # LLM tokens of the result (llm unit)
 
     @property
     def retention(self) -> float:
         return self.vision_tokens / self.base_tokens
 
     @property
-    def target_retention(self) -> float:
-        return self.budget / self.base_tokens
+    def target_retention(self) -> float | None:
+        """T / N for a budget in vision tokens; None for one in LLM tokens (see ``target_llm_retention``)."""
+        return self.budget / self.base_tokens if self.budget_unit is BudgetUnit.VISION else None
+
+    @property
+    def target_llm_retention(self) -> float | None:
+        """T / L for a budget in LLM tokens; None for one in vision tokens."""
+        if self.budget_unit is BudgetUnit.VISION or not self.baseline_llm_tokens:
+            return None
+        return self.budget / self.baseline_llm_tokens
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (``tokens_per_scale`` keyed by strings), retentions included."""
+        """JSON-ready (``tokens_per_scale`` keyed by strings, the unit as its string), retentions included."""
         out = asdict(self)
         del out["top_cells"]  # the fork's quantity: in as_seed_dict, not in stats.json
         out["tokens_per_scale"] = {str(size): n for size, n in self.tokens_per_scale.items()}
+        out["budget_unit"] = str(self.budget_unit)
         out["retention"] = self.retention
         out["target_retention"] = self.target_retention
+        out["target_llm_retention"] = self.target_llm_retention
         return out
 
     def as_seed_dict(self) -> dict[str, int | float]:
@@ -198,18 +216,29 @@ def budget_target(alpha: float, base_tokens: int) -> int:
 
 
 def select_patches_by_budget(
-    maps: Maps, alpha: float, image_size: ImageHW | None = None
+    maps: Maps,
+    alpha: float,
+    image_size: ImageHW | None = None,
+    *,
+    budget_unit: BudgetUnitT = BudgetUnit.VISION,
+    merge_size: int = MERGE_SIZE,
 ) -> tuple[Masks, list[BudgetInfo]]:
     """budget: quadtree splits in order of priority until ``round(alpha * N)`` tokens.
 
     Every top-level cell starts as one token; partial cells are split first (forced); then whole
     cells are split in order of descending priority (a child never outranks its parent; ties:
-    larger cell, then row, then column) while the tokens stay within the budget.
+    larger cell, then row, then column) while the tokens stay within the budget. With
+    ``budget_unit="llm"`` the target is ``round(alpha * L)`` LLM tokens (L: the stock LLM tokens,
+    N / m^2) and each split counts what it adds to the LLM tokens: with m = 2, 3 for a cell of the
+    third grid or above and 0 for one of the second grid (its four base patches are one merge
+    group, one LLM token, as the cell was); the splits stop before the first that would pass T.
 
     Args:
         maps: {cell size: (B, rows_i, cols_i)} importance maps.
-        alpha: Fraction of the base patches, in (0, 1].
+        alpha: Fraction of the base patches (or of the stock LLM tokens), in (0, 1].
         image_size: (H, W) of the image (see :func:`select_patches_by_threshold`).
+        budget_unit: ``vision`` (default) or ``llm``: what T counts.
+        merge_size: The spatial merge m that makes LLM tokens of base patches (``llm``: 1 or 2).
 
     Returns:
         The masks ({cell size: (B, rows_i, cols_i)} 0/1, a partition of the base grid) and one
@@ -217,12 +246,14 @@ def select_patches_by_budget(
     """
     if not 0 < alpha <= 1:
         raise ValueError(f"alpha must be in (0, 1] for budget, got {alpha}")
+    unit = as_choice(BudgetUnit, budget_unit, "budget_unit")
+    check_selection(Method.BUDGET, alpha, None, len(maps), budget_unit=unit, merge_size=merge_size)
     sizes = sorted(maps)
     height, width = image_size or infer_image_size(maps)
     base = maps[sizes[0]]
     batch, device = base.shape[0], base.device
-    base_tokens = base.shape[-2] * base.shape[-1]
-    target = budget_target(alpha, base_tokens)
+    rows, cols = base.shape[-2:]
+    base_tokens = rows * cols
 
     # Everything that depends on the geometry alone is worked out on the host, once per image
     # size, so the per-batch path never waits for the device (no .item(), no boolean indexing).
@@ -236,19 +267,32 @@ def select_patches_by_budget(
         if levels
         else torch.empty(batch, 0, device=device)
     )
-    clamped = target < min_tokens
-    k = 0 if clamped else min(candidates.shape[1], (target - min_tokens) // 3)  # a whole split adds 3 tokens
-    splits = torch.full((batch,), k, dtype=torch.int64, device=device)  # per image: the kernels take a tensor
-    split = _split_grids(_choose_splits(candidates, splits), geometry, sizes, levels)
+    if unit is BudgetUnit.VISION:
+        baseline_llm = min_llm = None
+        target = budget_target(alpha, base_tokens)
+        clamped = target < min_tokens
+        k = 0 if clamped else min(candidates.shape[1], (target - min_tokens) // 3)  # a whole split adds 3 tokens
+        splits = torch.full((batch,), k, dtype=torch.int64, device=device)  # per image: the kernels take a tensor
+        chosen = _choose_splits(candidates, splits)
+        llm_added = splits  # not reported for this unit
+    else:
+        baseline_llm = math.ceil(rows / merge_size) * math.ceil(cols / merge_size)
+        min_llm = geometry.min_llm_tokens if merge_size == 2 else min_tokens
+        target = budget_target(alpha, baseline_llm)
+        clamped = target < min_llm
+        costs = torch.where(geometry.candidate_levels == 1, 0 if merge_size == 2 else 3, 3)
+        chosen, splits, llm_added = _choose_splits_within(candidates, costs, target - min_llm)
+    split = _split_grids(chosen, geometry, sizes, levels)
     masks = _masks_from_splits(split, maps, sizes)
 
     # The one wait of a batch: the per-image counts that BudgetInfo reports.
-    per_scale = torch.stack([masks[size].flatten(1).sum(dim=1) for size in sizes], dim=1).long().tolist()
-    expected = min_tokens + 3 * k
+    counts = [masks[size].flatten(1).sum(dim=1).long() for size in sizes]
+    per_image = torch.stack([*counts, splits, llm_added], dim=1).tolist()
     info = []
-    for counts in per_scale:
-        if sum(counts) != expected:  # the closed form and the masks must agree
-            raise RuntimeError(f"budget selection is inconsistent: {sum(counts)} tokens, expected {expected}")
+    for *per_scale, k, added in per_image:
+        if sum(per_scale) != min_tokens + 3 * k:  # the closed form and the masks must agree
+            raise RuntimeError(f"budget selection is inconsistent: {sum(per_scale)} tokens, "
+                               f"expected {min_tokens + 3 * k}")
         info.append(
             BudgetInfo(
                 alpha=float(alpha),
@@ -257,9 +301,13 @@ def select_patches_by_budget(
                 top_cells=shapes[-1][1] * shapes[-1][2],
                 budget=target,
                 k=k,
-                vision_tokens=sum(counts),
-                tokens_per_scale=dict(zip(sizes, counts)),
+                vision_tokens=sum(per_scale),
+                tokens_per_scale=dict(zip(sizes, per_scale)),
                 clamped=bool(clamped),
+                budget_unit=unit,
+                baseline_llm_tokens=baseline_llm,
+                min_llm_tokens=min_llm,
+                llm_tokens=None if min_llm is None else min_llm + added,
             )
         )
     return masks, info
@@ -271,7 +319,9 @@ class _BudgetGeometry:
 
     partial: dict[int, torch.Tensor]  # size -> (rows_i, cols_i) bool, grids above the base
     whole: dict[int, torch.Tensor]  # size -> int64 flat indices of the whole cells, row-major
+    candidate_levels: torch.Tensor  # (n,) int64 grid level of every candidate, in candidate order
     min_tokens: int  # tokens after the forced splits alone
+    min_llm_tokens: int  # LLM tokens after the forced splits alone, with a merge size of 2
 
 
 @functools.lru_cache(maxsize=256)
@@ -295,10 +345,26 @@ def _make_budget_geometry(
     for level in range(1, len(shapes)):
         children = _children_inside(shapes[level - 1][1:], shapes[level][1:])
         min_tokens += int((children - 1)[partial[sizes[level]]].sum())
+    # LLM tokens (m = 2) = vision tokens - base patches + split cells of the second grid: the base
+    # patches under one such cell are one merge group. After the forced splits those cells are the
+    # partial ones of the second grid.
+    if len(shapes) > 1:
+        partial_second = partial[sizes[1]]
+        base_under = int(_children_inside(shapes[0][1:], shapes[1][1:])[partial_second].sum())
+        min_llm_tokens = min_tokens - base_under + int(partial_second.sum())
+    else:  # base patches only: every merge group
+        min_llm_tokens = math.ceil(shapes[0][1] / 2) * math.ceil(shapes[0][2] / 2)
+    levels = range(len(shapes) - 1, 0, -1)
+    candidate_levels = torch.cat(
+        [torch.full((whole[sizes[i]].numel(),), i, dtype=torch.int64) for i in levels]
+        if len(shapes) > 1 else [torch.empty(0, dtype=torch.int64)]
+    )
     return _BudgetGeometry(
         partial={size: cells.to(device) for size, cells in partial.items()},
         whole={size: index.to(device) for size, index in whole.items()},
+        candidate_levels=candidate_levels.to(device),
         min_tokens=min_tokens,
+        min_llm_tokens=min_llm_tokens,
     )
 
 
@@ -322,17 +388,40 @@ def _children_inside(child_shape: tuple[int, int], shape: tuple[int, int]) -> to
     return row_count[:, None] * col_count[None, :]
 
 
-def _choose_splits(candidates: torch.Tensor, splits: torch.Tensor) -> torch.Tensor:
-    """(B, n) bool: the ``splits[b]`` highest-priority candidates of each image ``b``.
+def _split_order(candidates: torch.Tensor) -> torch.Tensor:
+    """(B, n) candidate indices in split order.
 
     A stable descending sort keeps the candidate order (larger cell, row, column) among equal
     priorities, and parents before their children (a child's priority never exceeds its parent's).
+    """
+    return torch.sort(candidates, dim=1, descending=True, stable=True).indices
+
+
+def _choose_splits(candidates: torch.Tensor, splits: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, n) bool: the ``splits[b]`` highest-priority candidates of each image ``b``.
+
     The count is a (B,) tensor, so no image's count has to be read back to the host.
     """
-    order = torch.sort(candidates, dim=1, descending=True, stable=True).indices
+    order = _split_order(candidates) if order is None else order
     rank = torch.arange(candidates.shape[1], device=candidates.device)
     chosen = torch.zeros_like(candidates, dtype=torch.bool)
     return chosen.scatter_(1, order, rank[None, :] < splits[:, None])
+
+
+def _choose_splits_within(
+    candidates: torch.Tensor, costs: torch.Tensor, allowance: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Splits in order while their summed ``costs`` (n,) stay within ``allowance``, per image.
+
+    Returns:
+        The chosen candidates (B, n) bool, the number of splits (B,) and their summed cost (B,),
+        all on the device (the costs are non-negative, so the splits are a prefix of the order).
+    """
+    order = _split_order(candidates)
+    cost = costs.expand_as(order).gather(1, order)  # (B, n) in split order
+    within = cost.cumsum(dim=1) <= allowance
+    splits = within.sum(dim=1)
+    return _choose_splits(candidates, splits, order), splits, (cost * within).sum(dim=1)
 
 
 def _split_grids(chosen: torch.Tensor, geometry: _BudgetGeometry, sizes: list[int], levels: list[int]) -> Maps:
@@ -375,6 +464,8 @@ def select_patches(
     alpha: float = 1.0,
     thresholds: Sequence[float] | None = None,
     image_size: ImageHW | None = None,
+    budget_unit: BudgetUnitT = BudgetUnit.VISION,
+    merge_size: int = MERGE_SIZE,
 ) -> Selection:
     """Run a selection method by name and return the masks with what it decided.
 
@@ -384,12 +475,14 @@ def select_patches(
         alpha: v2 threshold factor (> 0) or budget fraction (in (0, 1]); unused by v1.
         thresholds: v1 thresholds (None: the official 3.0, 2.0).
         image_size: (H, W) of the image (see :func:`select_patches_by_threshold`).
+        budget_unit: budget: ``vision`` or ``llm`` tokens (see :func:`select_patches_by_budget`).
+        merge_size: budget in ``llm`` tokens: the spatial merge m.
 
     Returns:
         A :class:`Selection`: masks, the thresholds applied (v1, v2) or the budget info.
     """
     num_scales = len(maps)
-    method = check_selection(method, alpha, thresholds, num_scales)
+    method = check_selection(method, alpha, thresholds, num_scales, budget_unit=budget_unit, merge_size=merge_size)
     batch = next(iter(maps.values())).shape[0]
     if method is Method.V1:
         applied = tuple(thresholds) if thresholds is not None else default_thresholds(num_scales)
@@ -398,5 +491,5 @@ def select_patches(
     if method is Method.V2:
         effective = dynamic_thresholds(maps, alpha, image_size)
         return Selection(method, select_patches_by_threshold(maps, effective, image_size), alpha, effective.cpu())
-    masks, info = select_patches_by_budget(maps, alpha, image_size)
+    masks, info = select_patches_by_budget(maps, alpha, image_size, budget_unit=budget_unit, merge_size=merge_size)
     return Selection(method, masks, alpha, None, info)

@@ -14,7 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Aggregate, AggregateT, APTConfig, Method, MethodT, Scorer, ScorerT, as_choice
+from .config import (
+    Aggregate,
+    AggregateT,
+    APTConfig,
+    BudgetUnit,
+    BudgetUnitT,
+    Method,
+    MethodT,
+    Scorer,
+    ScorerT,
+    as_choice,
+)
 from .grids import ImageHW, Maps, grid_shape, scale_sizes
 from .patches import construct_patch_groups
 from .pipeline import compute_maps, select
@@ -33,12 +44,15 @@ class PatchTokenizer(nn.Module):
         thresholds: v1 thresholds, one per scale above the base (default ``[3.0, 2.0]``).
         mean: Per-channel mean the input images were normalized with (un-done before scoring).
         std: Per-channel std the input images were normalized with.
-        scorer: Importance scorer, ``entropy``, ``laplacian`` or ``upsample_mse``.
+        scorer: Importance scorer, ``entropy``, ``laplacian``, ``upsample_mse`` or ``random``.
         patch_selection_method: ``v1``, ``v2`` or ``budget``.
-        alpha: v2 threshold factor, or budget fraction of the base patches.
+        alpha: v2 threshold factor, or budget fraction of the base patches (or LLM tokens).
         laplacian_aggregate: Per-cell aggregate of laplacian / upsample_mse.
         bins: Entropy histogram bins.
         method: The official APT name of ``scorer`` (an alias; give one of the two).
+        budget_unit: budget: ``vision`` (alpha of the base patches) or ``llm`` (alpha of the
+            stock LLM tokens, merge size 2).
+        seed: Seed of the ``random`` scorer.
     """
 
     mean: torch.Tensor
@@ -59,6 +73,8 @@ class PatchTokenizer(nn.Module):
         bins: int = 512,
         *,
         method: ScorerT | None = None,
+        budget_unit: BudgetUnitT = BudgetUnit.VISION,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if scorer is not None and method is not None and as_choice(Scorer, scorer, "scorer") != as_choice(
@@ -74,6 +90,8 @@ class PatchTokenizer(nn.Module):
         self.alpha = alpha
         self.laplacian_aggregate = laplacian_aggregate
         self.bins = bins
+        self.budget_unit = budget_unit
+        self.seed = seed
         self.config()  # invalid settings fail here, not at the first call
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
@@ -101,6 +119,8 @@ class PatchTokenizer(nn.Module):
             scorer=as_choice(Scorer, self.scorer, "scorer"),
             aggregate=as_choice(Aggregate, self.laplacian_aggregate, "aggregate"),
             bins=self.bins,
+            seed=self.seed,
+            budget_unit=as_choice(BudgetUnit, self.budget_unit, "budget_unit"),
             method=as_choice(Method, patch_selection_method or self.patch_selection_method, "patch_selection_method"),
             alpha=self.alpha if alpha is None else alpha,
             thresholds=None if self.thresholds is None else tuple(self.thresholds),

@@ -51,9 +51,9 @@ class APTProcessorMixin:
     """Put in front of a Qwen processor class: ``<|image_pad|>`` expands to ``apt_num_llm_tokens[i]`` tokens.
 
     Built on :class:`~apt_viz.hf.APTQwen2VLImageProcessor` (a stock image processor given here is
-    converted). APT settings (``patch_selection_method``, ``alpha``, ``thresholds``, ``scorer``)
-    are the image processor's: set them on it, pass them per call (``images_kwargs`` or flat), or
-    to ``from_pretrained``.
+    converted). APT settings (``patch_selection_method``, ``alpha``, ``thresholds``, ``scorer``,
+    ``budget_unit``, ``seed``) are the image processor's: set them on it, pass them per call
+    (``images_kwargs`` or flat), or to ``from_pretrained``.
     """
 
     image_token: str  # set by the stock processor's __init__
@@ -98,7 +98,8 @@ class APTProcessorMixin:
             pretrained_model_name_or_path: A folder (or hub id) holding a processor of the family.
             *args: Passed to ``ProcessorMixin.from_pretrained``.
             **kwargs: Passed to ``ProcessorMixin.from_pretrained``; ``patch_selection_method``,
-                ``alpha``, ``thresholds`` and ``scorer`` set the APT settings (validated).
+                ``alpha``, ``thresholds``, ``scorer``, ``budget_unit`` and ``seed`` set the APT settings
+                (validated).
 
         Returns:
             The processor, its image processor an APT one.
@@ -115,6 +116,8 @@ class APTProcessorMixin:
             image_processor.scorer,
             image_processor.patch_size,
             image_processor.merge_size,
+            budget_unit=image_processor.budget_unit,
+            seed=image_processor.seed,
         )
         return processor
 

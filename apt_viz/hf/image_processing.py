@@ -10,9 +10,9 @@ needs: the five ``apt_*`` keys of :class:`~apt_viz.core.apt_inputs.APTInputs`. T
 on each image as the stock processor resized it, through the core library (scoring -> selection ->
 accounting), so it is the same as :class:`apt_viz.PatchTokenizer` on that image.
 
-Settings (``patch_selection_method``, ``alpha``, ``thresholds``, ``scorer``) can be given at
-construction, set as attributes, or passed per call (also as ``images_kwargs`` of the
-processors); ``save_pretrained`` / ``from_pretrained`` keep them.
+Settings (``patch_selection_method``, ``alpha``, ``thresholds``, ``scorer``, ``budget_unit``,
+``seed``) can be given at construction, set as attributes, or passed per call (also as
+``images_kwargs`` of the processors); ``save_pretrained`` / ``from_pretrained`` keep them.
 
 Importing this module imports transformers and torchvision; ``import apt_viz`` does not.
 """
@@ -41,7 +41,7 @@ from ..core.patches import construct_patch_groups
 from ..core.pipeline import run_apt
 from ..core.selection import BudgetInfo, Selection
 
-APT_SETTINGS = ("patch_selection_method", "alpha", "thresholds", "scorer")
+APT_SETTINGS = ("patch_selection_method", "alpha", "thresholds", "scorer", "budget_unit", "seed")
 # Per-call results kept on the processor; never serialized by save_pretrained.
 _LAST_CALL_ATTRIBUTES = ("last_budget_info", "last_thresholds", "last_token_stats")
 
@@ -56,7 +56,12 @@ class APTQwen2VLImageProcessorKwargs(Qwen2VLImageProcessorKwargs, total=False):
     thresholds (`list[float]`, *optional*):
         v1 thresholds, one per scale above the base (defaults to `[3.0, 2.0]` for 28 and 56 px).
     scorer (`str`, *optional*, defaults to `"entropy"`):
-        Importance scorer: `"entropy"`, `"laplacian"` or `"upsample_mse"`.
+        Importance scorer: `"entropy"`, `"laplacian"`, `"upsample_mse"` or `"random"`.
+    budget_unit (`str`, *optional*, defaults to `"vision"`):
+        What the budget's alpha is a fraction of: `"vision"` (the base patches) or `"llm"` (the
+        stock LLM tokens).
+    seed (`int`, *optional*, defaults to 0):
+        Seed of the `"random"` scorer.
     """
 
     # transformers validates call kwargs strictly against these types: accept ints and tuples too.
@@ -64,19 +69,31 @@ class APTQwen2VLImageProcessorKwargs(Qwen2VLImageProcessorKwargs, total=False):
     alpha: float | int
     thresholds: list[float | int] | tuple[float | int, ...] | None
     scorer: str
+    budget_unit: str
+    seed: int
 
 
 def apt_config(
-    patch_selection_method: Any, alpha: Any, thresholds: Any, scorer: Any, patch_size: int, merge_size: int
+    patch_selection_method: Any,
+    alpha: Any,
+    thresholds: Any,
+    scorer: Any,
+    patch_size: int,
+    merge_size: int,
+    *,
+    budget_unit: Any = "vision",
+    seed: Any = 0,
 ) -> APTConfig:
     """The processor's settings as a validated :class:`APTConfig`; ``ValueError`` (one line) when unusable."""
     return APTConfig(
         patch_size=patch_size,
         merge_size=merge_size,
         scorer=scorer,
+        seed=seed,
         method=patch_selection_method,
         alpha=alpha,
         thresholds=None if thresholds is None else tuple(thresholds),
+        budget_unit=budget_unit,
     )
 
 
@@ -158,6 +175,8 @@ class _APTMixin:
     alpha = 1.0
     thresholds = None
     scorer = "entropy"
+    budget_unit = "vision"
+    seed = 0
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -168,7 +187,8 @@ class _APTMixin:
         self.last_token_stats: list[TokenStats] | None = None
         # Fail at construction, not at the first call.
         apt_config(
-            self.patch_selection_method, self.alpha, self.thresholds, self.scorer, self.patch_size, self.merge_size
+            self.patch_selection_method, self.alpha, self.thresholds, self.scorer, self.patch_size, self.merge_size,
+            budget_unit=self.budget_unit, seed=self.seed,
         )
 
     def _resize_like_stock(self, images: list, size: Any, resample: Any, factor: int, **kwargs: Any) -> list:
@@ -190,10 +210,13 @@ class _APTMixin:
         alpha: float = 1.0,
         thresholds: Sequence[float] | None = None,
         scorer: str = "entropy",
+        budget_unit: str = "vision",
+        seed: int = 0,
         **kwargs: Any,
     ) -> BatchFeature:
         # Call kwargs, else the attributes (filled in by the stock preprocess): validated on every call.
-        config = apt_config(patch_selection_method, alpha, thresholds, scorer, patch_size, merge_size)
+        config = apt_config(patch_selection_method, alpha, thresholds, scorer, patch_size, merge_size,
+                            budget_unit=budget_unit, seed=seed)
         # Resize here with the stock code, then let the stock _preprocess do the rest on the same
         # images: its outputs stay bit-identical and APT scores exactly what it normalized.
         if do_resize:
