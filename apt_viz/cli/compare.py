@@ -58,7 +58,7 @@ def compare_command(
 ) -> None:
     """One sheet per image with its v1, v2 and budget patch overlays side by side.
 
-    Each panel is captioned with its setting, tokens / N, retention and Qwen2-VL LLM tokens.
+    Each panel is captioned with its setting, tokens / N, retention and LLM tokens.
     Writes OUTPUT/<name>/compare.jpg per image (folders named as by run), and for a folder or
     several images OUTPUT/compare_index.html of the sheets; prints the panels' numbers.
     """
