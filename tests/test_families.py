@@ -13,6 +13,7 @@ import dataclasses
 import pytest
 
 from apt_viz.analysis import analyze_image
+from apt_viz.core.architectures import ARCHITECTURES
 from apt_viz.core.config import APTConfig
 from apt_viz.core.families import (
     FAMILIES,
@@ -22,7 +23,7 @@ from apt_viz.core.families import (
     family_of_model_type,
     family_spec,
 )
-from apt_viz.core.flops import ARCHITECTURES
+from apt_viz.core.flops import vision_flops
 from apt_viz.core.qwen2vl import smart_resize
 from apt_viz.report import records
 
@@ -80,8 +81,10 @@ def test_apt_class_names_of_qwen2_vl_exist():
         assert isinstance(getattr(hf, name), type), name
 
 
-def test_qwen2_vl_architectures_are_in_the_flops_model():
-    assert all(name in ARCHITECTURES for name in family_spec("qwen2-vl").architectures)
+@pytest.mark.parametrize("family", list(ModelFamily))
+def test_every_familys_architectures_are_in_the_flops_model(family):
+    spec = family_spec(family)
+    assert spec.architectures and all(ARCHITECTURES[name].family == str(family) for name in spec.architectures)
     assert family_spec("qwen2-vl").default_architecture == "qwen2-vl-2b"
 
 
@@ -146,10 +149,22 @@ def test_bad_family_settings_are_one_line_value_errors(changes, message):
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_stats_json_counts_flops_on_the_familys_architecture(monkeypatch):
+@pytest.mark.parametrize("family", list(ModelFamily))
+def test_stats_json_counts_flops_on_the_familys_architecture(family):
+    analysis = analyze_image(PHOTO_PATHS["chelsea"], APTConfig(model_family=family, method="budget", alpha=0.3))
+    flops = records.stats_record(analysis)["flops"]
+    arch = ARCHITECTURES[family_spec(family).default_architecture]
+    assert flops["architecture"] == arch.name
+    stats = analysis.stats
+    if arch.window_size:  # Qwen2.5-VL: windowed blocks attend within windows, so less than over the whole image
+        whole = dataclasses.replace(arch, window_size=0)
+        assert flops["vision_flops"] < vision_flops(whole, stats.vision_tokens, stats.llm_tokens)
+        assert flops["baseline_vision_flops"] < vision_flops(whole, stats.base_tokens, stats.baseline_llm_tokens)
+    else:
+        assert flops["vision_flops"] == vision_flops(arch, stats.vision_tokens, stats.llm_tokens)
+
+
+def test_stats_json_flops_are_null_without_the_familys_architecture(monkeypatch):
     analysis = analyze_image(PHOTO_PATHS["chelsea"], APTConfig(model_family="qwen3-vl", method="budget", alpha=0.3))
-    stand_in = dataclasses.replace(ARCHITECTURES["qwen2-vl-2b"], name="qwen3-vl-2b")  # shapes do not matter here
-    monkeypatch.setattr(records, "ARCHITECTURES", {"qwen3-vl-2b": stand_in})
-    assert records.stats_record(analysis)["flops"]["architecture"] == "qwen3-vl-2b"
     monkeypatch.setattr(records, "ARCHITECTURES", {"qwen2-vl-2b": ARCHITECTURES["qwen2-vl-2b"]})
     assert records.stats_record(analysis)["flops"] is None  # never counted on another family's shapes

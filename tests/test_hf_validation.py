@@ -16,12 +16,12 @@ import torch
 from PIL import Image
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
+from apt_viz.bench.presets import preset_config
 from apt_viz.hf import (
     APTInputs,
     APTQwen2VLForConditionalGeneration,
     APTQwen2VLImageProcessor,
     APTQwen2VLProcessor,
-    preset_config,
 )
 
 from helpers import REPO_ROOT
