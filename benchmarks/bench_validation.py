@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from PIL import Image
 
-    from apt_viz.core.apt_inputs import APTInputs, check_apt_inputs, check_image_tokens
     from apt_viz.bench.presets import preset_config
+    from apt_viz.core.apt_inputs import APTInputs, check_apt_inputs, check_image_tokens
     from apt_viz.hf import APTQwen2VLForConditionalGeneration, APTQwen2VLImageProcessor
 
     torch.set_num_threads(args.threads)

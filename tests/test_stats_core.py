@@ -168,10 +168,10 @@ def test_llm_budget_of_a_batch_never_waits_for_the_device(alpha):
 
 
 def test_budget_with_a_count_per_image_chooses_each_prefix():
-    from apt_viz.core.selection import _choose_splits
+    from apt_viz.core._budget_splits import choose_splits
 
     priorities = torch.tensor([[5.0, 1.0, 3.0, 3.0], [0.0, 2.0, 9.0, 1.0]])
-    chosen = _choose_splits(priorities, torch.tensor([2, 3]))
+    chosen = choose_splits(priorities, torch.tensor([2, 3]))
     assert chosen.tolist() == [[True, False, True, False], [False, True, True, True]]
 
 

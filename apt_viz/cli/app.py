@@ -58,7 +58,8 @@ Examples:
 
 app = typer.Typer(
     name="apt-viz",
-    help="See and measure Adaptive Patch Tokenization (APT) for the Qwen VL models (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5).\n\n"
+    help="See and measure Adaptive Patch Tokenization (APT) for the Qwen VL models "
+    "(Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5).\n\n"
     "apt-viz IMAGE... is short for apt-viz run IMAGE...; apt-viz run --help lists every option.",
     epilog=EXAMPLES,
     no_args_is_help=True,

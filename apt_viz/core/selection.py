@@ -14,6 +14,14 @@ from typing import Any
 
 import torch
 
+from ._budget_splits import (
+    budget_geometry,
+    choose_splits,
+    choose_splits_within,
+    masks_from_splits,
+    priorities,
+    split_grids,
+)
 from .config import BudgetUnit, BudgetUnitT, Method, MethodT, as_choice, check_selection, default_thresholds
 from .grids import ImageHW, Maps, infer_image_size, partial_cells, upsample_cells
 from .qwen2vl import MERGE_SIZE
@@ -258,9 +266,9 @@ def select_patches_by_budget(
     # Everything that depends on the geometry alone is worked out on the host, once per image
     # size, so the per-batch path never waits for the device (no .item(), no boolean indexing).
     shapes = tuple((size, *maps[size].shape[-2:]) for size in sizes)
-    geometry = _budget_geometry(height, width, shapes, device)
+    geometry = budget_geometry(height, width, shapes, device)
     min_tokens = geometry.min_tokens
-    priority = _priorities(_selectable_scores(maps, image_size), sizes)
+    priority = priorities(_selectable_scores(maps, image_size), sizes)
     levels = list(range(len(sizes) - 1, 0, -1))  # candidates: largest scale first, row-major
     candidates = (
         torch.cat([priority[sizes[i]].flatten(1).index_select(1, geometry.whole[sizes[i]]) for i in levels], dim=1)
@@ -273,7 +281,7 @@ def select_patches_by_budget(
         clamped = target < min_tokens
         k = 0 if clamped else min(candidates.shape[1], (target - min_tokens) // 3)  # a whole split adds 3 tokens
         splits = torch.full((batch,), k, dtype=torch.int64, device=device)  # per image: the kernels take a tensor
-        chosen = _choose_splits(candidates, splits)
+        chosen = choose_splits(candidates, splits)
         llm_added = splits  # not reported for this unit
     else:
         baseline_llm = math.ceil(rows / merge_size) * math.ceil(cols / merge_size)
@@ -281,9 +289,9 @@ def select_patches_by_budget(
         target = budget_target(alpha, baseline_llm)
         clamped = target < min_llm
         costs = torch.where(geometry.candidate_levels == 1, 0 if merge_size == 2 else 3, 3)
-        chosen, splits, llm_added = _choose_splits_within(candidates, costs, target - min_llm)
-    split = _split_grids(chosen, geometry, sizes, levels)
-    masks = _masks_from_splits(split, maps, sizes)
+        chosen, splits, llm_added = choose_splits_within(candidates, costs, target - min_llm)
+    split = split_grids(chosen, geometry, sizes, levels)
+    masks = masks_from_splits(split, maps, sizes)
 
     # The one wait of a batch: the per-image counts that BudgetInfo reports.
     counts = [masks[size].flatten(1).sum(dim=1).long() for size in sizes]
@@ -311,148 +319,6 @@ def select_patches_by_budget(
             )
         )
     return masks, info
-
-
-@dataclass(frozen=True)
-class _BudgetGeometry:
-    """What the budget method needs to know about an image size, on the maps' device."""
-
-    partial: dict[int, torch.Tensor]  # size -> (rows_i, cols_i) bool, grids above the base
-    whole: dict[int, torch.Tensor]  # size -> int64 flat indices of the whole cells, row-major
-    candidate_levels: torch.Tensor  # (n,) int64 grid level of every candidate, in candidate order
-    min_tokens: int  # tokens after the forced splits alone
-    min_llm_tokens: int  # LLM tokens after the forced splits alone, with a merge size of 2
-
-
-@functools.lru_cache(maxsize=256)
-def _budget_geometry(
-    height: int, width: int, shapes: tuple[tuple[int, int, int], ...], device: torch.device
-) -> _BudgetGeometry:
-    """Partial and whole cells and the forced minimum of grids ``shapes`` ((size, rows, cols), smallest
-    first) over a ``height x width`` image, computed on the CPU and moved to ``device`` once."""
-    with torch.inference_mode(False):  # cached: must not be an inference tensor when first made in one
-        return _make_budget_geometry(height, width, shapes, device)
-
-
-def _make_budget_geometry(
-    height: int, width: int, shapes: tuple[tuple[int, int, int], ...], device: torch.device
-) -> _BudgetGeometry:
-    sizes = [size for size, _, _ in shapes]
-    partial = {size: partial_cells(height, width, size) for size in sizes[1:]}
-    whole = {size: (~cells).flatten().nonzero().flatten() for size, cells in partial.items()}
-    # Forced splits: every partial cell is replaced by its children inside the image.
-    min_tokens = shapes[-1][1] * shapes[-1][2]
-    for level in range(1, len(shapes)):
-        children = _children_inside(shapes[level - 1][1:], shapes[level][1:])
-        min_tokens += int((children - 1)[partial[sizes[level]]].sum())
-    # LLM tokens (m = 2) = vision tokens - base patches + split cells of the second grid: the base
-    # patches under one such cell are one merge group. After the forced splits those cells are the
-    # partial ones of the second grid.
-    if len(shapes) > 1:
-        partial_second = partial[sizes[1]]
-        base_under = int(_children_inside(shapes[0][1:], shapes[1][1:])[partial_second].sum())
-        min_llm_tokens = min_tokens - base_under + int(partial_second.sum())
-    else:  # base patches only: every merge group
-        min_llm_tokens = math.ceil(shapes[0][1] / 2) * math.ceil(shapes[0][2] / 2)
-    levels = range(len(shapes) - 1, 0, -1)
-    candidate_levels = torch.cat(
-        [torch.full((whole[sizes[i]].numel(),), i, dtype=torch.int64) for i in levels]
-        if len(shapes) > 1 else [torch.empty(0, dtype=torch.int64)]
-    )
-    return _BudgetGeometry(
-        partial={size: cells.to(device) for size, cells in partial.items()},
-        whole={size: index.to(device) for size, index in whole.items()},
-        candidate_levels=candidate_levels.to(device),
-        min_tokens=min_tokens,
-        min_llm_tokens=min_llm_tokens,
-    )
-
-
-def _priorities(scores: Maps, sizes: list[int]) -> Maps:
-    """Split priority of every cell above the base: min(own score, parent's priority); NaN ranks last."""
-    priority: Maps = {}
-    for i in range(len(sizes) - 1, 0, -1):
-        own = torch.nan_to_num(scores[sizes[i]], nan=-math.inf, posinf=math.inf)
-        if i < len(sizes) - 1:
-            own = torch.minimum(own, upsample_cells(priority[sizes[i + 1]], 2, own.shape[-2:]))
-        priority[sizes[i]] = own
-    return priority
-
-
-def _children_inside(child_shape: tuple[int, int], shape: tuple[int, int]) -> torch.Tensor:
-    """(rows, cols) of a grid of ``shape``: how many cells of the child grid (``child_shape``) lie under each cell."""
-    child_rows, child_cols = child_shape
-    rows, cols = shape
-    row_count = (child_rows - 2 * torch.arange(rows)).clamp(max=2)
-    col_count = (child_cols - 2 * torch.arange(cols)).clamp(max=2)
-    return row_count[:, None] * col_count[None, :]
-
-
-def _split_order(candidates: torch.Tensor) -> torch.Tensor:
-    """(B, n) candidate indices in split order.
-
-    A stable descending sort keeps the candidate order (larger cell, row, column) among equal
-    priorities, and parents before their children (a child's priority never exceeds its parent's).
-    """
-    return torch.sort(candidates, dim=1, descending=True, stable=True).indices
-
-
-def _choose_splits(candidates: torch.Tensor, splits: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, n) bool: the ``splits[b]`` highest-priority candidates of each image ``b``.
-
-    The count is a (B,) tensor, so no image's count has to be read back to the host.
-    """
-    order = _split_order(candidates) if order is None else order
-    rank = torch.arange(candidates.shape[1], device=candidates.device)
-    chosen = torch.zeros_like(candidates, dtype=torch.bool)
-    return chosen.scatter_(1, order, rank[None, :] < splits[:, None])
-
-
-def _choose_splits_within(
-    candidates: torch.Tensor, costs: torch.Tensor, allowance: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Splits in order while their summed ``costs`` (n,) stay within ``allowance``, per image.
-
-    Returns:
-        The chosen candidates (B, n) bool, the number of splits (B,) and their summed cost (B,),
-        all on the device (the costs are non-negative, so the splits are a prefix of the order).
-    """
-    order = _split_order(candidates)
-    cost = costs.expand_as(order).gather(1, order)  # (B, n) in split order
-    within = cost.cumsum(dim=1) <= allowance
-    splits = within.sum(dim=1)
-    return _choose_splits(candidates, splits, order), splits, (cost * within).sum(dim=1)
-
-
-def _split_grids(chosen: torch.Tensor, geometry: _BudgetGeometry, sizes: list[int], levels: list[int]) -> Maps:
-    """{size: (B, rows_i, cols_i) bool} cells that are split: the partial ones and the chosen whole ones."""
-    batch = chosen.shape[0]
-    split: Maps = {}
-    offset = 0
-    for i in levels:
-        whole = geometry.whole[sizes[i]]
-        count = whole.numel()
-        grid = geometry.partial[sizes[i]].expand(batch, -1, -1).clone()
-        grid.view(batch, -1).index_copy_(1, whole, chosen[:, offset : offset + count])
-        split[sizes[i]] = grid
-        offset += count
-    return split
-
-
-def _masks_from_splits(split: Maps, maps: Maps, sizes: list[int]) -> Masks:
-    """A cell is selected when its parent is split (the top grid: always) and it is not split itself."""
-    batch, device = maps[sizes[0]].shape[0], maps[sizes[0]].device
-    masks: Masks = {}
-    for i, size in enumerate(sizes):
-        shape = maps[size].shape[-2:]
-        parent_split = (
-            upsample_cells(split[sizes[i + 1]], 2, shape)
-            if i + 1 < len(sizes)
-            else torch.ones(batch, *shape, dtype=torch.bool, device=device)
-        )
-        own_split = split.get(size, torch.zeros(batch, *shape, dtype=torch.bool, device=device))
-        masks[size] = (parent_split & ~own_split).float()
-    return masks
 
 
 # --- one entry point -----------------------------------------------------------------------------
