@@ -181,4 +181,5 @@ def test_model_dir_does_not_import_transformers(tmp_path, checkpoint):
             "cpu", "--model", str(checkpoint)]
     result, imported = cli_imports(argv, watch=("transformers", "torchvision"))
     assert imported == [], result.stderr
+    assert "Traceback" not in result.stderr and "failed" not in result.stderr, result.stderr
     assert json.loads((tmp_path / "out" / "chelsea.jpg" / "stats.json").read_text())["config"]["patch_size"] == 16
