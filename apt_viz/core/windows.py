@@ -5,12 +5,18 @@ origin; at the right and bottom edges they are cut by the image (transformers'
 ``get_vision_window_index`` pads them and drops the padding). A cell of ``s`` base cells aligned to
 its own grid lies inside one window when ``s`` divides ``window_cells`` (28 and 56 px cells do), so
 a window's APT rows are the cells whose top-left base cell it holds.
+
+:func:`window_order` puts an image's rows in the order the stock tower attends over them: window by
+window, and inside a window the stock order of the rows (merge blocks in raster order, raster order
+inside a block), so that with every base cell kept it is transformers' own window permutation.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import torch
+
+from .layout import merge_block_order
 
 
 def _windows_across(width_cells: int, window_cells: int) -> int:
@@ -58,6 +64,29 @@ def window_rows(
     count = -(-rows // window_cells) * _windows_across(cols, window_cells)
     counts = torch.bincount(window_index(positions, grid_hw, window_cells), minlength=count)
     return counts[counts > 0].tolist()
+
+
+def window_order(positions: torch.Tensor, grid_hw: tuple[int, int], window_cells: int, merge_size: int) -> torch.Tensor:
+    """The permutation that groups one image's rows by window, in the stock row order inside each window.
+
+    Args:
+        positions: (n, 2) (row, col) of each cell's top-left base cell.
+        grid_hw: The image's base grid (rows, cols).
+        window_cells: Base cells along one side of a window (a multiple of ``merge_size``).
+        merge_size: The merger's m: the stock rows come in m x m blocks.
+
+    Returns:
+        (n,) long: ``rows[order]`` lists the rows of window 0, then window 1, ... (the windows of
+        :func:`window_rows`); inside a window, merge blocks in raster order, raster order inside a
+        block, as transformers' ``get_vision_window_index`` orders the stock rows. A larger cell
+        sits at its top-left base cell.
+    """
+    rows, cols = positions.long().unbind(-1)
+    stock = merge_block_order(rows, cols, grid_hw[1], merge_size)  # raster of merge blocks over the whole image
+    # Merge blocks in raster order over the image are in raster order inside each window; a stable
+    # sort by window keeps that order.
+    by_window = torch.sort(window_index(positions[stock], grid_hw, window_cells), stable=True).indices
+    return stock[by_window]
 
 
 def stock_window_rows(grid_hw: tuple[int, int], window_cells: int) -> list[int]:

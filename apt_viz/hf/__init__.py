@@ -1,7 +1,7 @@
 """Hugging Face ``transformers`` integration for the Qwen VL families (importing it imports transformers).
 
-One module per family over one shared APT base: :mod:`.qwen2_vl` (processor and models),
-:mod:`.qwen2_5_vl` and :mod:`.qwen3_vl` (processors; Qwen3.5 uses Qwen3-VL's). The image processors
+One module per family over one shared APT base: :mod:`.qwen2_vl` and :mod:`.qwen2_5_vl` (processor
+and models), :mod:`.qwen3_vl` (processor; Qwen3.5 uses Qwen3-VL's). The image processors
 (:mod:`.image_processing`) serve every family. The bases (:mod:`._processing`, :mod:`._modeling`)
 hold what the families share: the placeholder expansion, the checks of the ``apt_*`` inputs, the
 merger and position hooks and the generation plumbing.
@@ -21,7 +21,7 @@ from .image_processing import (
     apt_config,
     apt_view,
 )
-from .qwen2_5_vl import APTQwen2_5_VLProcessor
+from .qwen2_5_vl import APTQwen2_5_VLForConditionalGeneration, APTQwen2_5_VLModel, APTQwen2_5_VLProcessor
 from .qwen2_vl import APTQwen2VLForConditionalGeneration, APTQwen2VLModel, APTQwen2VLProcessor
 from .qwen3_vl import APTQwen3VLProcessor
 
@@ -34,6 +34,8 @@ __all__ = [
     "APTQwen2VLImageProcessorPil",
     "APTQwen2VLModel",
     "APTQwen2VLProcessor",
+    "APTQwen2_5_VLForConditionalGeneration",
+    "APTQwen2_5_VLModel",
     "APTQwen2_5_VLProcessor",
     "APTQwen3VLProcessor",
     "apt_config",
