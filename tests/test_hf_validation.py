@@ -1,7 +1,7 @@
 """Hand-built apt_* inputs that do not fit are refused on every entry point, before the model runs.
 
-For each inconsistency a user can produce (corrupting a processor batch of one image, and the
-second image of a batch of two), ``forward``, ``get_image_features``, ``generate`` and
+For each family's model (Qwen2-VL, Qwen2.5-VL) and each inconsistency a user can produce
+(corrupting a processor batch of one image, and the second image of a batch of two), ``forward``, ``get_image_features``, ``generate`` and
 ``get_rope_index`` raise a one-line ValueError naming the image and the problem; no submodule of
 the model has run (forward pre-hooks on every module below the entry models record nothing: no
 embedding, no vision block, no LLM layer), and it is no RuntimeError
@@ -19,6 +19,7 @@ from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoP
 from apt_viz.bench.presets import preset_config
 from apt_viz.hf import (
     APTInputs,
+    APTQwen2_5_VLForConditionalGeneration,
     APTQwen2VLForConditionalGeneration,
     APTQwen2VLImageProcessor,
     APTQwen2VLProcessor,
@@ -32,6 +33,11 @@ PROMPTS = {
             "<|vision_start|><|image_pad|><|vision_end|> describe ."],
 }
 MAX_PIXELS = 56 * 56 * 16
+# family: (APT model class, tiny preset); both take 14 px rows, so the processor batches serve both.
+MODELS = {
+    "qwen2-vl": (APTQwen2VLForConditionalGeneration, "tiny"),
+    "qwen2.5-vl": (APTQwen2_5_VLForConditionalGeneration, "tiny-qwen2.5-vl"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +52,11 @@ def tokenizer():
     return tokenizer
 
 
-@pytest.fixture(scope="module")
-def model(tokenizer):
+@pytest.fixture(scope="module", params=list(MODELS))
+def model(request, tokenizer):
+    model_class, preset = MODELS[request.param]
     torch.manual_seed(0)
-    return APTQwen2VLForConditionalGeneration(preset_config("tiny", tokenizer=tokenizer)).eval()
+    return model_class(preset_config(preset, tokenizer=tokenizer)).eval()
 
 
 @pytest.fixture(scope="module")

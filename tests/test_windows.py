@@ -1,5 +1,6 @@
 """Qwen2.5-VL's attention windows (apt_viz.core.windows): stock rows per window equal transformers',
-APT cells fall in the window of their top-left base cell, a hand-worked APT case."""
+APT cells fall in the window of their top-left base cell, a hand-worked APT case, and the window order
+of every base cell is transformers' own window permutation."""
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,9 @@ import torch
 from transformers.vision_utils import get_vision_window_index
 
 from apt_viz.core.config import APTConfig
+from apt_viz.core.layout import merge_block_order
 from apt_viz.core.pipeline import run_apt
-from apt_viz.core.windows import mask_cells, stock_window_rows, window_index, window_rows
+from apt_viz.core.windows import mask_cells, stock_window_rows, window_index, window_order, window_rows
 
 
 @pytest.mark.parametrize("grid_hw", [(16, 16), (36, 50), (8, 8), (10, 6), (2, 2), (74, 30)])
@@ -16,6 +18,20 @@ def test_stock_windows_are_transformers_windows(grid_hw):
     # 14 px patches, merge 2, 112 px windows: transformers counts its windows in merged cells.
     _, cu_window_seqlens = get_vision_window_index(torch.tensor([[1, *grid_hw]]), 2, 112, 14)
     assert stock_window_rows(grid_hw, 8) == torch.diff(cu_window_seqlens).tolist()
+
+
+@pytest.mark.parametrize("grid_hw", [(16, 16), (36, 50), (10, 6), (2, 2), (12, 18)])
+@pytest.mark.parametrize("given", ["stock", "raster"])
+def test_the_window_order_of_base_cells_is_transformers_permutation(grid_hw, given):
+    """Every base cell kept, given in the stock row order (merge blocks) or in raster order: the rows
+    come out in the order transformers' window permutation puts the stock rows (groups of 4)."""
+    rows, cols = torch.meshgrid(torch.arange(grid_hw[0]), torch.arange(grid_hw[1]), indexing="ij")
+    raster = torch.stack([rows.flatten(), cols.flatten()], dim=1)
+    stock = raster[merge_block_order(raster[:, 0], raster[:, 1], grid_hw[1], 2)]
+    positions = stock if given == "stock" else raster
+    window_groups, _ = get_vision_window_index(torch.tensor([[1, *grid_hw]]), 2, 112, 14)
+    expected = stock[(window_groups[:, None] * 4 + torch.arange(4)).flatten()]  # the stock rows, window by window
+    assert torch.equal(positions[window_order(positions, grid_hw, 8, 2)], expected)
 
 
 def test_every_base_cell_kept_gives_the_stock_windows():

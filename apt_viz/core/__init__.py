@@ -69,6 +69,7 @@ _EXPORTS = {
     "unpatchify": "layout",
     "merge_block_order": "layout",
     "window_rows": "windows",
+    "window_order": "windows",
     "stock_window_rows": "windows",
     "mask_cells": "windows",
     # patches and the tokenizer
