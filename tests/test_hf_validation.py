@@ -1,11 +1,11 @@
 """Hand-built apt_* inputs that do not fit are refused on every entry point, before the model runs.
 
 For each family's model (Qwen2-VL, Qwen2.5-VL) and each inconsistency a user can produce
-(corrupting a processor batch of one image, and the second image of a batch of two), ``forward``, ``get_image_features``, ``generate`` and
-``get_rope_index`` raise a one-line ValueError naming the image and the problem; no submodule of
-the model has run (forward pre-hooks on every module below the entry models record nothing: no
-embedding, no vision block, no LLM layer), and it is no RuntimeError
-from deep inside torch. Valid inputs are left untouched and give the same outputs as before.
+(corrupting a processor batch of one image, and the second image of a batch of two), ``forward``,
+``get_image_features``, ``generate`` and ``get_rope_index`` raise a one-line ValueError naming the
+image and the problem; no submodule of the model has run (forward pre-hooks on every module below
+the entry models record nothing: no embedding, no vision block, no LLM layer), and it is no
+RuntimeError from deep inside torch. Valid inputs are left untouched and give the same outputs as before.
 """
 from __future__ import annotations
 
