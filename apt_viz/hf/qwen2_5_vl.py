@@ -54,10 +54,11 @@ def _windowed_tower(
 ) -> BaseModelOutputWithPooling:
     """``Qwen2_5_VisionTransformerPretrainedModel.forward`` on rows that need not come in groups of m*m.
 
-    Differs from stock in two lines only: the window permutation ``order`` moves single rows (stock:
-    whole m*m groups, ``permute_input_for_window_attn``), and the merger's output is not permuted
-    back (the caller's hook hands the merger its rows in LLM order). Like stock, the hidden states
-    stay in window order. The modules, the rotary embedding and the blocks are transformers' own,
+    Differs from stock in two places: the window permutation ``order`` moves single rows (stock:
+    whole m*m groups, ``permute_input_for_window_attn``; the rotary positions are permuted before
+    the embedding instead of the cos / sin after it, the same values), and the merger's output is
+    not permuted back (the caller's hook hands the merger its rows in LLM order). Like stock, the
+    hidden states stay in window order. The modules, the rotary embedding and the blocks are transformers' own,
     fed the precomputed ``cu_seqlens`` / ``cu_window_seqlens`` and position embeddings;
     ``capture_outputs`` (the stock forward's decorator) records ``output_hidden_states``.
     """
