@@ -1,7 +1,7 @@
 """Hugging Face ``transformers`` integration for the Qwen VL families (importing it imports transformers).
 
-One module per family over one shared APT base: :mod:`.qwen2_vl` and :mod:`.qwen2_5_vl` (processor
-and models), :mod:`.qwen3_vl` (processor; Qwen3.5 uses Qwen3-VL's). The image processors
+One module per family over one shared APT base: :mod:`.qwen2_vl`, :mod:`.qwen2_5_vl` and :mod:`.qwen3_vl`
+(processor and models) and :mod:`.qwen3_5` (models; Qwen3.5 uses Qwen3-VL's processor). The image processors
 (:mod:`.image_processing`) serve every family. The bases (:mod:`._processing`, :mod:`._modeling`)
 hold what the families share: the placeholder expansion, the checks of the ``apt_*`` inputs, the
 merger and position hooks and the generation plumbing.
@@ -23,7 +23,8 @@ from .image_processing import (
 )
 from .qwen2_5_vl import APTQwen2_5_VLForConditionalGeneration, APTQwen2_5_VLModel, APTQwen2_5_VLProcessor
 from .qwen2_vl import APTQwen2VLForConditionalGeneration, APTQwen2VLModel, APTQwen2VLProcessor
-from .qwen3_vl import APTQwen3VLProcessor
+from .qwen3_5 import APTQwen3_5ForConditionalGeneration, APTQwen3_5Model
+from .qwen3_vl import APTQwen3VLForConditionalGeneration, APTQwen3VLModel, APTQwen3VLProcessor, CellPosition
 
 __all__ = [
     "APTInputs",
@@ -37,7 +38,12 @@ __all__ = [
     "APTQwen2_5_VLForConditionalGeneration",
     "APTQwen2_5_VLModel",
     "APTQwen2_5_VLProcessor",
+    "APTQwen3VLForConditionalGeneration",
+    "APTQwen3VLModel",
     "APTQwen3VLProcessor",
+    "APTQwen3_5ForConditionalGeneration",
+    "APTQwen3_5Model",
+    "CellPosition",
     "apt_config",
     "apt_layout",
     "apt_view",
