@@ -80,6 +80,47 @@ def base_coverage(masks: dict) -> torch.Tensor:
     return total
 
 
+# --- tiny Qwen3-VL / Qwen3.5 models and processors, built in code (tests/test_hf_qwen3_*.py) -----------
+QWEN3_IMAGE = {"patch_size": 16, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}  # published settings
+
+
+def tiny_tokenizer(padding_side: str = "left"):
+    """examples/quick_start.py's offline word-level tokenizer with the Qwen vision tokens."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("apt_viz_quick_start", REPO_ROOT / "examples" / "quick_start.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tokenizer = module.build_tiny_tokenizer()
+    tokenizer.padding_side = padding_side  # decoder-only generation pads on the left
+    return tokenizer
+
+
+def qwen3_processors(tokenizer, max_pixels: int, **settings):
+    """(stock Qwen3VLProcessor, APTQwen3VLProcessor) with Qwen3-VL's image settings (Qwen3.5 uses the same)."""
+    from transformers import Qwen3VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    from apt_viz.hf import APTQwen2VLImageProcessor, APTQwen3VLProcessor
+
+    image = {**QWEN3_IMAGE, "max_pixels": max_pixels}
+    video = Qwen3VLVideoProcessor()
+    stock = Qwen3VLProcessor(image_processor=Qwen2VLImageProcessor(**image), tokenizer=tokenizer, video_processor=video)
+    apt = APTQwen3VLProcessor(image_processor=APTQwen2VLImageProcessor(**image, **settings), tokenizer=tokenizer,
+                              video_processor=video)
+    return stock, apt
+
+
+def stock_and_apt(stock_class, apt_class, config):
+    """The same random weights (seed 0) in the stock and the APT class, in eval mode."""
+    torch.manual_seed(0)
+    stock = stock_class(config).eval()
+    apt = apt_class(config).eval()
+    apt.load_state_dict(stock.state_dict())
+    return stock, apt
+
+
 # --- a worked case: hand-made maps of a 112x112 image and their v1 masks (thresholds 3, 2) ------------
 # Base grid 8x8, 28-px grid 4x4, 56-px grid 2x2; no partial cells.
 HAND_MAPS = {
