@@ -1,11 +1,11 @@
 """Hand-built apt_* inputs that do not fit are refused on every entry point, before the model runs.
 
-For each family's model (Qwen2-VL, Qwen2.5-VL) and each inconsistency a user can produce
-(corrupting a processor batch of one image, and the second image of a batch of two), ``forward``,
-``get_image_features``, ``generate`` and ``get_rope_index`` raise a one-line ValueError naming the
-image and the problem; no submodule of the model has run (forward pre-hooks on every module below
-the entry models record nothing: no embedding, no vision block, no LLM layer), and it is no
-RuntimeError from deep inside torch. Valid inputs are left untouched and give the same outputs as before.
+For each family with an APT model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5; tiny random presets)
+and each inconsistency a user can produce (corrupting a processor batch of one image, and the second
+image of a batch of two), ``forward``, ``get_image_features``, ``generate`` and ``get_rope_index``
+raise a one-line ValueError naming the image and the problem; no submodule of the model has run
+(forward pre-hooks on every module below the entry models record nothing: no embedding, no vision
+block, no LLM layer), and it is no RuntimeError from deep inside torch. Valid inputs are left untouched and give the same outputs as before.
 """
 from __future__ import annotations
 
@@ -15,28 +15,38 @@ import pytest
 import torch
 from PIL import Image
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
 from apt_viz.bench.presets import preset_config
 from apt_viz.hf import (
     APTInputs,
-    APTQwen2_5_VLForConditionalGeneration,
     APTQwen2VLForConditionalGeneration,
     APTQwen2VLImageProcessor,
     APTQwen2VLProcessor,
+    APTQwen2_5_VLForConditionalGeneration,
+    APTQwen2_5_VLProcessor,
+    APTQwen3_5ForConditionalGeneration,
+    APTQwen3VLForConditionalGeneration,
+    APTQwen3VLProcessor,
 )
 
-from helpers import REPO_ROOT
+from helpers import QWEN3_IMAGE, REPO_ROOT
 
 PROMPTS = {
     "one": ["<|vision_start|><|image_pad|><|vision_end|> describe this image ."],
     "two": ["<|vision_start|><|image_pad|><|vision_end|> describe this image .",
             "<|vision_start|><|image_pad|><|vision_end|> describe ."],
 }
-MAX_PIXELS = 56 * 56 * 16
-# family: (APT model class, tiny preset); both take 14 px rows, so the processor batches serve both.
-MODELS = {
-    "qwen2-vl": (APTQwen2VLForConditionalGeneration, "tiny"),
-    "qwen2.5-vl": (APTQwen2_5_VLForConditionalGeneration, "tiny-qwen2.5-vl"),
+# family: (APT model class, tiny preset, APT processor class, video processor, image settings with the pixel budget)
+FAMILIES = {
+    "qwen2-vl": (APTQwen2VLForConditionalGeneration, "tiny", APTQwen2VLProcessor, Qwen2VLVideoProcessor,
+                 {"max_pixels": 56 * 56 * 16}),
+    "qwen2.5-vl": (APTQwen2_5_VLForConditionalGeneration, "tiny-qwen2.5-vl", APTQwen2_5_VLProcessor,
+                   Qwen2VLVideoProcessor, {"max_pixels": 56 * 56 * 16}),
+    "qwen3-vl": (APTQwen3VLForConditionalGeneration, "tiny-qwen3-vl", APTQwen3VLProcessor, Qwen3VLVideoProcessor,
+                 {**QWEN3_IMAGE, "max_pixels": 64 * 64 * 16}),
+    "qwen3.5": (APTQwen3_5ForConditionalGeneration, "tiny-qwen3.5", APTQwen3VLProcessor, Qwen3VLVideoProcessor,
+                {**QWEN3_IMAGE, "max_pixels": 64 * 64 * 16}),
 }
 
 
@@ -52,20 +62,26 @@ def tokenizer():
     return tokenizer
 
 
-@pytest.fixture(scope="module", params=list(MODELS))
-def model(request, tokenizer):
-    model_class, preset = MODELS[request.param]
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def model(family, tokenizer):
+    model_class, preset, *_ = FAMILIES[family]
     torch.manual_seed(0)
     return model_class(preset_config(preset, tokenizer=tokenizer)).eval()
 
 
 @pytest.fixture(scope="module")
-def batches(tokenizer, photo_paths) -> dict:
+def batches(family, tokenizer, photo_paths) -> dict:
     """Processor outputs (budget 0.3) for one photo and for two photos of different sizes."""
-    processor = APTQwen2VLProcessor(
-        image_processor=APTQwen2VLImageProcessor(max_pixels=MAX_PIXELS, patch_selection_method="budget", alpha=0.3),
+    _, _, processor_class, video_class, image = FAMILIES[family]
+    processor = processor_class(
+        image_processor=APTQwen2VLImageProcessor(**image, patch_selection_method="budget", alpha=0.3),
         tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(),
+        video_processor=video_class(),
     )
     photos = [Image.open(photo_paths[name]).convert("RGB") for name in ("astronaut", "rocket")]
     return {
@@ -80,6 +96,11 @@ def rows_of_last(inputs: dict) -> tuple[int, int]:
     """(first, end) batch rows of the last image."""
     counts = inputs["apt_num_tokens"].tolist()
     return sum(counts[:-1]), sum(counts)
+
+
+def base_size(inputs: dict) -> int:
+    """The family's base patch size p (the smallest cell of the photos at budget 0.3)."""
+    return int(inputs["apt_patch_sizes"].min())
 
 
 def first_row(inputs: dict, size: int, fits: Callable[[int, int, int], bool] = lambda r, c, w: True) -> int:
@@ -124,29 +145,29 @@ def bump(key: str) -> Callable[[dict], dict]:
     return change
 
 
-def duplicate_28(inputs: dict) -> dict:
-    row = first_row(inputs, 28)
+def duplicate_2p(inputs: dict) -> dict:
+    row = first_row(inputs, 2 * base_size(inputs))
     return with_rows(inputs, torch.cat([torch.arange(row + 1), torch.arange(row, len(inputs["apt_patch_sizes"]))]), 1)
 
 
-def drop_28(inputs: dict) -> dict:
-    row = first_row(inputs, 28)
+def drop_2p(inputs: dict) -> dict:
+    row = first_row(inputs, 2 * base_size(inputs))
     keep = torch.ones(len(inputs["apt_patch_sizes"]), dtype=torch.bool)
     keep[row] = False
     return with_rows(inputs, keep, -1)
 
 
 def size_42(inputs: dict) -> dict:
-    return set_row(inputs, "apt_patch_sizes", first_row(inputs, 28), 42)
+    return set_row(inputs, "apt_patch_sizes", first_row(inputs, 2 * base_size(inputs)), 42)
 
 
 def outside(inputs: dict) -> dict:
-    row = first_row(inputs, 56)
+    row = first_row(inputs, 4 * base_size(inputs))
     return set_row(inputs, "apt_patch_positions", row, [0, int(inputs["image_grid_thw"][-1, 2])])
 
 
 def unaligned(inputs: dict) -> dict:
-    row = first_row(inputs, 28, lambda r, c, w: c + 3 <= w)
+    row = first_row(inputs, 2 * base_size(inputs), lambda r, c, w: c + 3 <= w)
     r, c = inputs["apt_patch_positions"][row].tolist()
     return set_row(inputs, "apt_patch_positions", row, [r, c + 1])
 
@@ -163,7 +184,7 @@ def retype(key: str, how: Callable) -> Callable[[dict], dict]:
     return lambda inputs: {**inputs, key: how(inputs[key])}
 
 
-# (corruption, message; {last} is the index of the corrupted image)
+# (corruption, message; {last} is the index of the corrupted image, {width} the row width C*T*p*p)
 CASES = {
     "pixel-rows": (drop_last("apt_pixel_values"), "image {last}: the APT row counts disagree: apt_pixel_values has"),
     "position-rows": (drop_last("apt_patch_positions"), "image {last}: the APT row counts disagree: apt_pixel_values has"),
@@ -172,20 +193,20 @@ CASES = {
     "size": (size_42, "image {last}, row "),
     "outside": (outside, "px cell at base cell (0, "),
     "unaligned": (unaligned, "is not aligned to its size (row and column must be multiples of 2)"),
-    "duplicated-cell": (duplicate_28, "is covered by 2 APT cells (overlapping or duplicated rows)"),
-    "dropped-cell": (drop_28, "is covered by no APT cell (a hole: a dropped row?)"),
+    "duplicated-cell": (duplicate_2p, "is covered by 2 APT cells (overlapping or duplicated rows)"),
+    "dropped-cell": (drop_2p, "is covered by no APT cell (a hole: a dropped row?)"),
     "prompt": (prompt_short_of_one, "image {last}: the prompt holds"),
     "dtype": (retype("apt_patch_sizes", lambda t: t.float()), "apt_patch_sizes must hold integers, got torch.float32"),
     "dims": (retype("apt_patch_positions", lambda t: t.flatten()), "apt_patch_positions must have shape (rows, 2)"),
     "device": (retype("apt_num_tokens", lambda t: t.to("meta")), "apt_num_tokens is on meta but apt_pixel_values on cpu"),
     "type": (retype("apt_num_llm_tokens", lambda t: t.numpy()), "apt_num_llm_tokens must be a torch.Tensor, got ndarray"),
-    "row-width": (retype("apt_pixel_values", lambda t: t[:, :-1]), "apt_pixel_values rows hold 1175 values but the vision tower takes 1176"),
+    "row-width": (retype("apt_pixel_values", lambda t: t[:, :-1]), "apt_pixel_values rows hold {short} values but the vision tower takes {width}"),
 }
-# Where the message names more than the image, the rest is pinned here (for the photos above).
+# Where the message names more than the image, the rest is pinned here (for the photos above; {p} the base size).
 PLACE = {
-    "size": "patch size 42 px is not one of the scales 14, 28, 56 px",
+    "size": "patch size 42 px is not one of the scales {p}, {p2}, {p4} px",
     "outside": "reaches outside the image's",
-    "unaligned": "the 28 px cell at base cell",
+    "unaligned": "the {p2} px cell at base cell",
 }
 
 
@@ -235,6 +256,9 @@ def test_malformed_inputs_are_refused_before_the_model_runs(model, batches, batc
     corrupt, message = CASES[case]
     if case == "prompt" and entry == "get_image_features":
         pytest.skip("get_image_features takes no prompt")
+    p = base_size(batches[batch])
+    width = batches[batch]["apt_pixel_values"].shape[1]
+    names = {"p": p, "p2": 2 * p, "p4": 4 * p, "width": width, "short": width - 1}
     inputs = corrupt(batches[batch])
     last = len(inputs["image_grid_thw"]) - 1
     calls, handles = record_module_calls(model)
@@ -245,8 +269,8 @@ def test_malformed_inputs_are_refused_before_the_model_runs(model, batches, batc
         for handle in handles:
             handle.remove()
     text = str(error.value)
-    assert message.format(last=last) in text and "\n" not in text, text
-    assert PLACE.get(case, "") in text, text
+    assert message.format(last=last, **names) in text and "\n" not in text, text
+    assert PLACE.get(case, "").format(**names) in text, text
     if "image" in message:
         assert text.startswith(f"image {last}"), text
     assert not isinstance(error.value, RuntimeError)
