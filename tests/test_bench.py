@@ -199,18 +199,31 @@ def test_a_checkpoint_folder_is_benched_as_its_family(tmp_path, photo_paths):
     assert [row["setting"] for row in document["rows"]] == ["stock", "alpha 0.3"]
     assert document["rows"][1]["vision"]["median_ms"] > 0
 
-    # A family apt-viz has no APT model of yet: counted, not timed.
+    # Qwen3-VL: timed with its APT class (16 px patches, deepstack); counted alike.
     qwen3 = tmp_path / "tiny-qwen3-vl"
     save_checkpoint(qwen3, "tiny-qwen3-vl")
-    timed = invoke("bench", photo_paths["coffee"], "--model", qwen3, "--device", "cpu")
-    assert timed.exit_code == 2
-    assert "no APTQwen3VLForConditionalGeneration yet" in " ".join(timed.output.split())
+    timed = invoke("bench", photo_paths["coffee"], "--model", qwen3, "--device", "cpu", "--alphas", "0.3",
+                   "--megapixels", "0.05", "--warmup", "0", "--repeats", "1", "--json", "-o", tmp_path / "out2")
+    assert timed.exit_code == 0, timed.output
+    rows = json.loads(timed.stdout)["rows"]
+    assert [row["setting"] for row in rows] == ["stock", "alpha 0.3"] and rows[1]["vision"]["median_ms"] > 0
     counted = invoke("bench", photo_paths["coffee"], "--model", qwen3, "--flops-only", "--alphas", "0.3", "--json",
                      "-o", tmp_path / "out3")
     assert counted.exit_code == 0, counted.output
     architecture = json.loads(counted.stdout)["architecture"]
     assert (architecture["family"], architecture["patch_size"], architecture["deepstack_blocks"]) == (
         "qwen3-vl", 16, [0, 1, 2])
+
+
+def test_a_family_without_an_apt_model_is_counted_not_timed(tmp_path, photo_paths, monkeypatch):
+    import apt_viz.hf
+
+    monkeypatch.delattr(apt_viz.hf, "APTQwen3VLForConditionalGeneration")
+    qwen3 = tmp_path / "tiny-qwen3-vl"
+    save_checkpoint(qwen3, "tiny-qwen3-vl")
+    timed = invoke("bench", photo_paths["coffee"], "--model", qwen3, "--device", "cpu")
+    assert timed.exit_code == 2
+    assert "no APTQwen3VLForConditionalGeneration yet" in " ".join(timed.output.split())
 
 
 def test_the_memory_probe_sees_an_allocation():
