@@ -98,3 +98,10 @@ def test_a_cut_keeps_the_blocks_inside_it():
     assert set(ARCHITECTURES) <= set(PRESETS)
     with pytest.raises(ValueError, match="unknown preset 'qwen9'"):
         preset_architecture("qwen9")
+
+
+def test_a_hybrid_llm_is_cut_no_shorter_than_its_first_full_attention_layer():
+    """A Qwen3.5 LLM of linear-attention layers only cannot run with transformers' hybrid cache."""
+    assert preset_architecture("qwen3.5-9b", layers=4).layer_kinds == ("linear", "linear", "linear", "full")
+    with pytest.raises(ValueError, match=r"cut to 2 layers keeps no full-attention layer .* cut to 4 layers or more"):
+        preset_architecture("qwen3.5-9b", layers=2)

@@ -104,13 +104,23 @@ class Architecture:
         Windows, full-attention and deepstack blocks keep their indexes; those past the cut go.
 
         Args:
-            layers: Blocks and layers to keep (>= 1).
+            layers: Blocks and layers to keep (>= 1; a hybrid LLM keeps at least one full-attention layer).
 
         Returns:
             The cut architecture.
+
+        Raises:
+            ValueError: ``layers`` below 1, or a hybrid LLM cut before its first full-attention layer
+                (transformers' hybrid cache cannot hold only linear-attention layers).
         """
         if layers < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
+        interval = self.full_attention_interval
+        if interval > 1 and layers < min(interval, self.num_layers):
+            raise ValueError(
+                f"{self.name} cut to {layers} layers keeps no full-attention layer (every {interval}th is one), "
+                f"which transformers' hybrid cache needs: cut to {interval} layers or more"
+            )
         depth = min(layers, self.vision_depth)
         return replace(
             self,
