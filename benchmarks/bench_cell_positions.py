@@ -75,7 +75,8 @@ def table_rows(images: list[tuple[str, object]], alpha: float) -> None:
     torch.manual_seed(0)
     tables = {"white noise": torch.randn(SIDE * SIDE, HIDDEN), "sin-cos": sincos_table(SIDE, HIDDEN)}
     processor = family_processor(alpha)
-    print(f"{'image':<18} {'grid':>7} {'table':<12} {'cell':>5} {'cells':>5} {'rel L2':>7} {'norm':>6} {'/ step':>7} {'taps':>9}")
+    print(f"{'image':<18} {'grid':>7} {'table':<12} {'cell':>5} {'cells':>5} {'rel L2':>7} {'norm':>6} "
+          f"{'/ step':>7} {'taps':>9}")
     for name, image in images:
         out = processor([image], return_tensors="pt")
         grid = out["image_grid_thw"]
@@ -95,7 +96,8 @@ def table_rows(images: list[tuple[str, object]], alpha: float) -> None:
                 shrink = average[rows].norm() / centre[rows].norm()
                 per_cell = difference / math.sqrt(int(rows.sum()))
                 print(f"{name:<18} {f'{h}x{w}':>7} {table_name:<12} {16 * side:>3}px {int(rows.sum()):>5} "
-                      f"{float(relative):>7.3f} {float(shrink):>6.3f} {float(per_cell / step):>7.3f} {centre_taps:>4}/{average_taps:<4}")
+                      f"{float(relative):>7.3f} {float(shrink):>6.3f} {float(per_cell / step):>7.3f} "
+                      f"{centre_taps:>4}/{average_taps:<4}")
 
 
 def model_logits(image, alpha: float) -> None:

@@ -134,7 +134,8 @@ class APTLearnedPositionMixin(APTModelMixin):
             self.visual.interpolation_mode,
             self.visual.interpolation_align_corners,
         )
-        return {**super().apt_vision_inputs(layout, image_grid_thw), "interp_indices": indices, "interp_weights": weights}
+        inputs = super().apt_vision_inputs(layout, image_grid_thw)
+        return {**inputs, "interp_indices": indices, "interp_weights": weights}
 
 
 class APTQwen3VLModel(APTLearnedPositionMixin, Qwen3VLModel):
