@@ -78,6 +78,7 @@ class ImageJob:
     stats_only: bool = False
     max_image_pixels: int | None = None
     debug: bool = False
+    fidelity: bool = False  # measure it (stats.json's ``fidelity``) and draw 04_fidelity/ (``run``'s default)
 
     def folder(self, item: InputItem) -> str:
         return os.path.join(self.output, item.name)
@@ -94,7 +95,8 @@ class ImageJob:
         original, analysis = analysed
         folder = self.folder(item)
         try:
-            record = write_image_folder(analysis, original, folder, item.name, stats_only=self.stats_only)
+            record = write_image_folder(analysis, original, folder, item.name, stats_only=self.stats_only,
+                                        fidelity=self.fidelity)
         except OSError as exc:  # disk full, permissions: this input fails, the run goes on
             return Outcome(item, failure=output_failure(item.path, folder, exc))
         except Exception as exc:

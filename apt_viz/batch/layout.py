@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, cast
 
 from ..atomic import leftover_temp_files, save_image, write_json
 from ..report.artifacts import (
+    ERROR_MAP_PATH,
     LLM_TOKENS_PATH,
     ORIGINAL_PATH,
     OVERLAY_PATH,
+    RECONSTRUCTION_PATH,
     RESIZED_PATH,
     STATS_FILE,
+    UNIFORM_VISION_PATH,
     heatmap_path,
     importance_overlay_path,
 )
@@ -27,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
     from ..analysis import ImageAnalysis
+    from ..fidelity import Fidelity, FidelityViews
 
 PHOTO_JPEG = {"quality": 95}  # the original and resized image
 # Drawn pictures (overlays, LLM-token map) carry 1-2 px coloured lines: JPEG's default 4:2:0 chroma
@@ -37,13 +41,26 @@ PNG_COMPRESS_LEVEL = 1  # heatmaps are flat cells: level 1 is ~4x faster than 6 
 
 
 def write_image_folder(
-    analysis: ImageAnalysis, original: Image.Image, folder: str, name: str, *, stats_only: bool = False
+    analysis: ImageAnalysis, original: Image.Image, folder: str, name: str, *, stats_only: bool = False,
+    fidelity: bool = False,
 ) -> StatsRecord:
-    """Write the artifacts (unless ``stats_only``) and then ``stats.json`` of one image; return its record."""
+    """Write the artifacts (unless ``stats_only``) and then ``stats.json`` of one image; return its record.
+
+    ``fidelity``: measure it (the record's ``fidelity`` block) and, with the artifacts, write
+    ``04_fidelity/`` (the reconstruction, its error map, the uniform baseline at equal vision tokens).
+    """
     with contextlib.suppress(FileNotFoundError):  # until the new one is written the folder is incomplete
         os.unlink(os.path.join(folder, STATS_FILE))
     artifacts = [] if stats_only else write_image_artifacts(analysis, original, folder)
-    record = stats_record(analysis)
+    scores = None
+    if fidelity:
+        from ..fidelity import fidelity_views, score_views
+
+        views = fidelity_views(analysis, original)
+        scores = score_views(views, analysis.stats)
+        if not stats_only:
+            artifacts += write_fidelity_pictures(views, scores, folder)
+    record = stats_record(analysis, None if scores is None else scores.to_dict())
     record["name"] = name
     record["artifacts"] = artifacts
     write_json(os.path.join(folder, STATS_FILE), record)  # last: marks the folder complete
@@ -77,6 +94,18 @@ def write_image_artifacts(analysis: ImageAnalysis, original: Image.Image, folder
             options = PHOTO_JPEG if relative in (ORIGINAL_PATH, RESIZED_PATH) else DRAWING_JPEG
         save_image(picture, os.path.join(folder, relative), **options)
     return [relative for relative, _picture in pictures]
+
+
+def write_fidelity_pictures(views: FidelityViews, scores: Fidelity, folder: str) -> list[str]:
+    """``04_fidelity/``'s pictures, lossless PNG; returns their paths relative to ``folder``."""
+    from ..render.fidelity import fidelity_pictures
+
+    pictures = fidelity_pictures(views, scores)
+    paths = {"reconstruction": RECONSTRUCTION_PATH, "error_map": ERROR_MAP_PATH,
+             "uniform_equal_vision": UNIFORM_VISION_PATH}
+    for name, picture in pictures.items():
+        save_image(picture, os.path.join(folder, paths[name]), compress_level=PNG_COMPRESS_LEVEL)
+    return [paths[name] for name in pictures]
 
 
 def existing_stats(folder: str) -> StatsRecord | None:

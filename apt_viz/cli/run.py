@@ -40,6 +40,12 @@ def run_command(
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="Skip inputs whose stats.json already exists.")
     ] = False,
+    fidelity: Annotated[
+        bool,
+        typer.Option("--fidelity/--no-fidelity",
+                     help="Measure what APT costs in pixels against a uniform downscale and random patches at "
+                     "equal cost (stats.json's fidelity, 04_fidelity/; docs/fidelity.md)."),
+    ] = True,
     imaging: ImageOptions,
     quiet: QuietOption = False,
     json_output: JsonOption = False,
@@ -47,13 +53,14 @@ def run_command(
 ) -> None:
     """Analyse images: importance heatmaps, patch overlay, stats.json, and a table of the tokens.
 
-    Each input gets OUTPUT/<name>/ with 01_heatmaps/, 02_patches_grid/, 03_original_resized/ and
-    stats.json; a folder run adds OUTPUT/summary.json, summary.csv and index.html.
+    Each input gets OUTPUT/<name>/ with 01_heatmaps/, 02_patches_grid/, 03_original_resized/,
+    04_fidelity/ (unless --no-fidelity) and stats.json; a folder run adds OUTPUT/summary.json,
+    summary.csv and index.html.
     """
     from ..batch.jobs import ImageJob
 
     config = imaging.config(**selection.settings())
-    job = ImageJob(config, folders.output, stats_only, imaging.image_pixel_limit, debug)
+    job = ImageJob(config, folders.output, stats_only, imaging.image_pixel_limit, debug, fidelity)
     items, any_folder = folders.input_items(images)
     code = execute(items, job, several=any_folder or len(items) > 1, workers=folders.worker_count,
                    skip_existing=skip_existing, quiet=quiet, json_output=json_output)

@@ -11,6 +11,10 @@ OVERLAY_PATH = "02_patches_grid/patches_visualization.jpg"
 LLM_TOKENS_PATH = "02_patches_grid/llm_tokens_visualization.jpg"
 ORIGINAL_PATH = "03_original_resized/original_image.jpg"
 RESIZED_PATH = "03_original_resized/resized_image.jpg"
+FIDELITY_DIR = "04_fidelity"
+RECONSTRUCTION_PATH = f"{FIDELITY_DIR}/reconstruction.png"  # APT's reconstruction, lossless
+ERROR_MAP_PATH = f"{FIDELITY_DIR}/error_map.png"  # its per-pixel error, drawn like the heatmaps
+UNIFORM_VISION_PATH = f"{FIDELITY_DIR}/uniform_equal_vision.png"  # the uniform baseline at equal vision tokens
 SUMMARIES = ("summary.json", "summary.csv")
 COMPARE_SHEET = "compare.jpg"  # apt-viz compare: OUT/<name>/compare.jpg, beside a run's folder content
 # Not index.html: compare and run share the default output folder, and a compare must not replace

@@ -14,7 +14,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from .artifacts import HEATMAP_DIR, LLM_TOKENS_PATH, OVERLAY_PATH, STATS_FILE, SUMMARIES
+from .artifacts import (
+    FIDELITY_DIR,
+    HEATMAP_DIR,
+    LLM_TOKENS_PATH,
+    OVERLAY_PATH,
+    RECONSTRUCTION_PATH,
+    STATS_FILE,
+    SUMMARIES,
+    UNIFORM_VISION_PATH,
+)
 from .records import CompareRecord, StatsRecord
 from .summary import selection_setting
 
@@ -37,6 +46,10 @@ _COLUMNS = (
     ("LLM retention", "num"),
     ("artifacts", None),
 )
+# With fidelity (docs/fidelity.md): APT's reconstruction beside the uniform baseline at equal vision
+# tokens, and the PSNRs, after the LLM retention.
+_FIDELITY_THUMBNAILS = ("APT reconstruction", "uniform, equal vision tokens")
+_FIDELITY_COLUMNS = ("PSNR APT (dB)", "PSNR uniform, = vision", "PSNR uniform, = LLM", "SSIM APT", "SSIM uniform, = vision")
 
 
 def render_index(
@@ -47,10 +60,15 @@ def render_index(
 ) -> str:
     """The HTML text of ``OUT/index.html`` (links are relative to ``out_dir``)."""
     out_dir = os.fspath(out_dir)
-    rows = "\n".join(_row(out_dir, stats) for stats in stats_list)
+    fidelity = any("fidelity" in stats for stats in stats_list)
+    rows = "\n".join(_row(out_dir, stats, fidelity) for stats in stats_list)
+    columns = list(_COLUMNS)
+    if fidelity:
+        columns[2:2] = [(title, None) for title in _FIDELITY_THUMBNAILS]
+        columns[-1:-1] = [(title, "num") for title in _FIDELITY_COLUMNS]
     header = "".join(
         f'<th data-sort="{sort}" tabindex="0">{title}</th>' if sort else f"<th>{title}</th>"
-        for title, sort in _COLUMNS
+        for title, sort in columns
     )
     summary_links = " ".join(
         f'<a href="{quote(name)}">{name}</a>' for name in SUMMARIES if os.path.isfile(os.path.join(out_dir, name))
@@ -90,6 +108,8 @@ def _artifact_label(relative: str) -> str:
         return "overlay"
     if relative == LLM_TOKENS_PATH:
         return "LLM tokens"
+    if relative.startswith(FIDELITY_DIR + "/"):
+        return os.path.splitext(os.path.basename(relative))[0].replace("_", " ")
     stem = os.path.splitext(os.path.basename(relative))[0]
     if relative.startswith(HEATMAP_DIR + "/"):
         scale = stem.rsplit("_", 1)[-1]
@@ -104,7 +124,7 @@ def _thumbnail(name: str, relative: str, present: Sequence[str], shows: str, mis
     return f'<a href="{href}"><img class="thumb" src="{href}" alt="{shows} of {html.escape(name)}"></a>'
 
 
-def _row(out_dir: str, stats: StatsRecord) -> str:
+def _row(out_dir: str, stats: StatsRecord, fidelity: bool = False) -> str:
     name = str(stats["name"])
     folder = os.path.join(out_dir, name)
     present = [
@@ -112,8 +132,12 @@ def _row(out_dir: str, stats: StatsRecord) -> str:
         for relative in [STATS_FILE, *stats.get("artifacts", [])]
         if os.path.isfile(os.path.join(folder, relative))
     ]
+    shown = list(_THUMBNAILS)
+    if fidelity:
+        shown += [(RECONSTRUCTION_PATH, "APT reconstruction", "no reconstruction"),
+                  (UNIFORM_VISION_PATH, "uniform baseline at equal vision tokens", "no uniform baseline")]
     thumbnails = [
-        (_thumbnail(name, relative, present, shows, missing), None) for relative, shows, missing in _THUMBNAILS
+        (_thumbnail(name, relative, present, shows, missing), None) for relative, shows, missing in shown
     ]
     links = " ".join(
         f'<a href="{_href(name, relative)}">{html.escape(_artifact_label(relative))}</a>' for relative in present
@@ -131,6 +155,7 @@ def _row(out_dir: str, stats: StatsRecord) -> str:
         (f"{stats['retention']:.3f}", stats["retention"]),
         (str(stats["llm_tokens"]), stats["llm_tokens"]),
         (f"{stats['llm_retention']:.3f}", stats["llm_retention"]),
+        *(_fidelity_cells(stats) if fidelity else []),
         (links, None),
     ]
     tds = "".join(
@@ -138,6 +163,23 @@ def _row(out_dir: str, stats: StatsRecord) -> str:
         for content, key in cells
     )
     return f'<tr data-name="{html.escape(name)}">{tds}</tr>'
+
+
+def _fidelity_cells(stats: StatsRecord) -> list[tuple[str, object]]:
+    """PSNR of APT and of the uniform baselines, SSIM of APT and of uniform at equal vision tokens
+    (``-`` without fidelity; an exact image's PSNR shows as "exact" and sorts above every number)."""
+    block = stats.get("fidelity")
+    cells: list[tuple[str, object]] = []
+    for view, metric in (("apt", "psnr"), ("uniform_equal_vision", "psnr"), ("uniform_equal_llm", "psnr"),
+                         ("apt", "ssim"), ("uniform_equal_vision", "ssim")):
+        value = None if block is None else block[view][metric]
+        if block is not None and value is None and metric == "psnr":
+            cells.append(("exact", 1e9))
+        elif value is None:
+            cells.append(("-", "nan"))
+        else:
+            cells.append((f"{value:.2f}" if metric == "psnr" else f"{value:.4f}", value))
+    return cells
 
 
 def _failures(failures: Sequence[Failure]) -> str:

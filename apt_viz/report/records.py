@@ -11,6 +11,7 @@ keys are named as the Parquet columns. Version 2 (apt-viz 0.2) gave ``base_token
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional, TypedDict
 
 from .. import __version__
@@ -70,10 +71,32 @@ class _RequiredStats(TypedDict):
 
 
 class StatsRecord(_RequiredStats, total=False):
-    """One image's ``stats.json``; ``name`` and ``artifacts`` are added by a folder run."""
+    """One image's ``stats.json``; ``name`` and ``artifacts`` are added by a folder run, ``fidelity``
+    when it was measured (``run --fidelity``, the default)."""
 
     name: str
     artifacts: list[str]
+    fidelity: dict[str, dict[str, Any]]  # apt_viz.fidelity.Fidelity.to_dict()
+
+
+# The flat fidelity columns of summary.csv and of the stats Parquet table: column -> (view, metric).
+FIDELITY_COLUMNS: dict[str, tuple[str, str]] = {
+    "psnr": ("apt", "psnr"),
+    "ssim": ("apt", "ssim"),
+    "psnr_detail": ("apt", "psnr_detail"),
+    "uniform_vision_psnr": ("uniform_equal_vision", "psnr"),
+    "uniform_vision_ssim": ("uniform_equal_vision", "ssim"),
+    "uniform_llm_psnr": ("uniform_equal_llm", "psnr"),
+    "uniform_llm_ssim": ("uniform_equal_llm", "ssim"),
+    "random_psnr": ("random_equal_vision", "psnr"),
+    "random_ssim": ("random_equal_vision", "ssim"),
+}
+
+
+def fidelity_columns(fidelity: Mapping[str, Mapping[str, Any]] | None) -> dict[str, float | None]:
+    """The flat :data:`FIDELITY_COLUMNS` of a record's ``fidelity`` block (all None without one)."""
+    return {column: None if fidelity is None else fidelity[view][metric]
+            for column, (view, metric) in FIDELITY_COLUMNS.items()}
 
 
 class CompareRecord(TypedDict):
@@ -90,19 +113,21 @@ def size_record(height: int, width: int) -> SizeRecord:
     return {"width": width, "height": height}
 
 
-def stats_record(analysis: ImageAnalysis) -> StatsRecord:
+def stats_record(analysis: ImageAnalysis, fidelity: dict[str, dict[str, Any]] | None = None) -> StatsRecord:
     """The ``stats.json`` content of an analysis.
 
     Args:
         analysis: One image's analysis.
+        fidelity: Its ``fidelity`` block (:meth:`apt_viz.fidelity.Fidelity.to_dict`), if measured.
 
     Returns:
-        The record of docs/stats_schema.md, without ``name`` and ``artifacts`` (a folder run adds them).
+        The record of docs/stats_schema.md, without ``name`` and ``artifacts`` (a folder run adds
+        them); ``fidelity`` only when given.
     """
     height, width = analysis.resized_hw
     stats = analysis.stats
     info = analysis.budget_info
-    return {
+    record: StatsRecord = {
         "schema_version": SCHEMA_VERSION,
         "input": analysis.source,
         "original_size": size_record(*analysis.original_hw),
@@ -130,6 +155,9 @@ def stats_record(analysis: ImageAnalysis) -> StatsRecord:
         "config": analysis.config.to_dict(),
         "apt_viz_version": __version__,
     }
+    if fidelity is not None:
+        record["fidelity"] = fidelity
+    return record
 
 
 def flops_record(analysis: ImageAnalysis, architecture: str | None = None) -> FlopsRecord | None:

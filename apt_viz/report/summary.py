@@ -14,7 +14,7 @@ from typing import Any, Literal
 from .. import __version__
 from .._text import format_number, format_percent, format_setting
 from .csv_text import csv_text
-from .records import SCHEMA_VERSION, StatsRecord
+from .records import FIDELITY_COLUMNS, SCHEMA_VERSION, StatsRecord, fidelity_columns
 
 FailureKind = Literal["input", "internal"]
 
@@ -83,10 +83,26 @@ def run_document(
             "baseline_llm_tokens": llm_baseline,
             "overall_retention": tokens / base if base else None,
             "overall_llm_retention": llm / llm_baseline if llm_baseline else None,
+            "fidelity": fidelity_summary(stats_list),
         },
         "images": list(stats_list),
         "failures": [asdict(failure) for failure in failures],
     }
+
+
+def fidelity_summary(stats_list: Sequence[StatsRecord]) -> dict[str, dict[str, float | int | None]] | None:
+    """Per flat fidelity column (:data:`~apt_viz.report.records.FIDELITY_COLUMNS`): ``mean``, ``min``,
+    ``max`` over the images that have a value and their count ``images`` (an exact image has no PSNR);
+    None when no image has a ``fidelity`` block."""
+    flat = [fidelity_columns(stats["fidelity"]) for stats in stats_list if "fidelity" in stats]
+    if not flat:
+        return None
+    out: dict[str, dict[str, float | int | None]] = {}
+    for column in FIDELITY_COLUMNS:
+        values = [row[column] for row in flat if row[column] is not None]
+        out[column] = {"mean": statistics.fmean(values) if values else None, "min": min(values, default=None),
+                       "max": max(values, default=None), "images": len(values)}
+    return out
 
 
 def sweep_document(
@@ -125,8 +141,10 @@ def sweep_document(
 
 
 def csv_rows(stats_list: Sequence[StatsRecord], failures: Sequence[Failure]) -> list[dict[str, Any]]:
-    """One flat row per input (failures too, with ``status`` = failed and the error)."""
+    """One flat row per input (failures too, with ``status`` = failed and the error); with fidelity
+    the flat columns of the stats table (``psnr``, ``ssim``, ..., ``random_ssim``) at the end."""
     sizes = scale_sizes_of(stats_list)
+    fidelity = any("fidelity" in stats for stats in stats_list)  # its columns, empty for an image without
     rows = []
     for stats in stats_list:
         row: dict[str, Any] = {
@@ -154,6 +172,8 @@ def csv_rows(stats_list: Sequence[StatsRecord], failures: Sequence[Failure]) -> 
                 "llm_retention": stats["llm_retention"],
             }
         )
+        if fidelity:
+            row.update(fidelity_columns(stats.get("fidelity")))
         rows.append(row)
     rows.extend({"input": failure.input, "status": "failed", "error": failure.error} for failure in failures)
     return rows

@@ -133,6 +133,10 @@ def results_table(
     table.add_column("tokens " + "/".join(str(size) for size in sizes) + " px", justify="right")
     table.add_column("vision tokens / N", justify="right")
     table.add_column("LLM tokens", justify="right")
+    fidelity = any("fidelity" in stats for stats in stats_list)
+    if fidelity:
+        for header in PSNR_HEADERS:
+            table.add_column(header, justify="right")
     for stats in stats_list[:max_rows]:
         table.add_row(
             str(stats.get("name") or stats["input"]),
@@ -143,6 +147,7 @@ def results_table(
             " / ".join(str(stats["tokens_per_scale"].get(str(size), 0)) for size in sizes),
             f"{stats['vision_tokens']} / {stats['base_tokens']}",
             f"{stats['llm_tokens']} / {stats['baseline_llm_tokens']} ({stats['llm_retention']:.1%})",
+            *(psnr_cells(stats) if fidelity else []),
         )
     table.caption = _more_rows(len(stats_list), max_rows, more)
     return table
@@ -156,6 +161,7 @@ def compact_results_table(
     The tokens per scale, the target retention and v2's effective thresholds are left out (they
     are in ``--json`` and summary.csv); the setting of a budget run is its alpha, i.e. its target.
     """
+    fidelity = any("fidelity" in stats for stats in stats_list)
     rows = [
         [
             str(stats.get("name") or stats["input"]),
@@ -163,15 +169,33 @@ def compact_results_table(
             format_percent(stats["retention"]),
             f"{stats['vision_tokens']}/{stats['base_tokens']}",
             f"{stats['llm_tokens']}/{stats['baseline_llm_tokens']}",
-            format_percent(stats["llm_retention"]),
+            *(psnr_cells(stats) if fidelity else [format_percent(stats["llm_retention"])]),
         ]
         for stats in stats_list[:max_rows]
     ]
+    headers = ["image", "setting", "kept", "tokens/N", "LLM tokens"]
+    headers += COMPACT_PSNR_HEADERS if fidelity else ["LLM %"]  # the LLM % gives way to the PSNRs
+    captions = [_more_rows(len(stats_list), max_rows, more), PSNR_CAPTION if fidelity else None]
     return _compact_table(
-        "APT patch selection", ("image", "setting", "kept", "tokens/N", "LLM tokens", "LLM %"), rows, width,
-        shrinkable=[(1, 12), (0, 12), (1, 4), (0, 4)], right=(2, 3, 4, 5),
-        caption=_more_rows(len(stats_list), max_rows, more),
+        "APT patch selection", headers, rows, width,
+        shrinkable=[(1, 12), (0, 12), (1, 4), (0, 4)], right=range(2, len(headers)),
+        caption="\n".join(caption for caption in captions if caption) or None,
     )
+
+
+# The PSNR columns of a run with fidelity: APT, uniform at equal vision tokens, uniform at equal LLM tokens.
+PSNR_HEADERS = ("PSNR APT dB", "uniform = vision", "uniform = LLM")
+COMPACT_PSNR_HEADERS = ["PSNR", "U vis", "U LLM"]
+PSNR_CAPTION = "PSNR in dB of APT and of uniform (U) at equal vision / LLM tokens"
+
+
+def psnr_cells(stats: StatsRecord) -> list[str]:
+    """PSNR of APT and of the two uniform baselines (``exact`` for an exact image, ``-`` without fidelity)."""
+    block = stats.get("fidelity")
+    if block is None:
+        return ["-"] * 3
+    values = [block[view]["psnr"] for view in ("apt", "uniform_equal_vision", "uniform_equal_llm")]
+    return ["exact" if value is None else f"{value:.2f}" for value in values]
 
 
 def _short_setting(stats: StatsRecord) -> str:
