@@ -1,0 +1,113 @@
+"""Fidelity in the product (docs/fidelity.md): ``run``'s stats.json block, 04_fidelity/, the reports."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from apt_viz.analysis import analyze_image
+from apt_viz.cli import app, route
+from apt_viz.core.config import APTConfig
+from apt_viz.fidelity import fidelity_views, measure_fidelity, pixel_error
+from apt_viz.imaging import load_image
+from apt_viz.report.artifacts import ERROR_MAP_PATH, FIDELITY_DIR, RECONSTRUCTION_PATH, UNIFORM_VISION_PATH
+from apt_viz.report.records import FIDELITY_COLUMNS
+
+runner = CliRunner()
+BUDGET = ["-m", "budget", "--alpha", "0.3", "--device", "cpu"]
+
+
+def invoke(*args: object):
+    return runner.invoke(app, route([str(a) for a in args]))
+
+
+def test_run_writes_the_fidelity_of_the_library(tmp_path, photo_paths):
+    result = invoke(photo_paths["chelsea"], *BUDGET, "--seed", "3", "-o", tmp_path)
+    assert result.exit_code == 0, result.output
+    stats = json.loads((tmp_path / "chelsea.jpg" / "stats.json").read_text())
+    original = load_image(photo_paths["chelsea"])
+    config = APTConfig(method="budget", alpha=0.3, seed=3, device="cpu")
+    assert stats["fidelity"] == measure_fidelity(analyze_image(original, config), original).to_dict()
+    assert set(stats["fidelity"]) == {"apt", "uniform_equal_vision", "uniform_equal_llm", "random_equal_vision"}
+    assert stats["fidelity"]["apt"]["vision_tokens"] == stats["vision_tokens"]
+    assert stats["fidelity"]["random_equal_vision"]["vision_tokens"] == stats["vision_tokens"]
+    for path in (RECONSTRUCTION_PATH, ERROR_MAP_PATH, UNIFORM_VISION_PATH):
+        assert path in stats["artifacts"] and (tmp_path / "chelsea.jpg" / path).is_file()
+    assert "PSNR" in result.output
+
+
+def test_the_pictures_are_the_scored_images(tmp_path, photo_paths):
+    """reconstruction.png and uniform_equal_vision.png are the scored images rounded to uint8 (lossless)."""
+    assert invoke(photo_paths["coffee"], *BUDGET, "-o", tmp_path).exit_code == 0
+    original = load_image(photo_paths["coffee"])
+    views = fidelity_views(analyze_image(original, APTConfig(method="budget", alpha=0.3, device="cpu")), original)
+    folder = tmp_path / "coffee.jpg"
+    for path, image in ((RECONSTRUCTION_PATH, views.apt), (UNIFORM_VISION_PATH, views.uniform_equal_vision.image)):
+        written = np.asarray(Image.open(folder / path)).astype(np.float64) / 255
+        expected = image[0].permute(1, 2, 0).double().numpy()  # c h w -> h w c
+        assert written.shape == expected.shape
+        assert np.abs(written - expected).max() <= 0.5 / 255 + 1e-7  # rounded to the nearest level only
+    # a kept base patch is the resized image exactly: the reconstruction's PSNR from the PNG is the record's
+    resized = np.asarray(Image.open(folder / "03_original_resized" / "resized_image.jpg"))
+    reconstruction = np.asarray(Image.open(folder / RECONSTRUCTION_PATH))
+    assert reconstruction.shape == resized.shape
+    stats = json.loads((folder / "stats.json").read_text())
+    error = pixel_error(views.reference, views.apt)
+    assert 10 * np.log10(1 / float(error.double().mean())) == pytest.approx(stats["fidelity"]["apt"]["psnr"], abs=1e-9)
+    error_map = Image.open(folder / ERROR_MAP_PATH)
+    assert error_map.width >= resized.shape[1] and error_map.height > resized.shape[0]
+
+
+def test_no_fidelity_leaves_it_out(tmp_path, photo_paths):
+    result = invoke(photo_paths["rocket"], *BUDGET, "--no-fidelity", "-o", tmp_path)
+    assert result.exit_code == 0, result.output
+    stats = json.loads((tmp_path / "rocket.jpg" / "stats.json").read_text())
+    assert "fidelity" not in stats
+    assert not (tmp_path / "rocket.jpg" / FIDELITY_DIR).exists()
+    assert not any(path.startswith(FIDELITY_DIR) for path in stats["artifacts"])
+    assert "PSNR" not in result.output
+
+
+def test_stats_only_keeps_the_numbers_without_pictures(tmp_path, photo_paths):
+    assert invoke(photo_paths["rocket"], *BUDGET, "--stats-only", "-o", tmp_path).exit_code == 0
+    stats = json.loads((tmp_path / "rocket.jpg" / "stats.json").read_text())
+    assert stats["artifacts"] == [] and stats["fidelity"]["apt"]["psnr"] > 0
+    assert not (tmp_path / "rocket.jpg" / FIDELITY_DIR).exists()
+
+
+def test_folder_reports_carry_the_fidelity(tmp_path, photo_paths):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("chelsea", "rocket"):
+        (folder / f"{name}.jpg").write_bytes(photo_paths[name].read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    result = invoke(folder, *BUDGET, "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 1  # the bad file fails, the others complete
+    document = json.loads(result.stdout)
+    records = {record["name"]: record for record in document["images"]}
+    rows = {row["name"]: row for row in csv.DictReader(io.StringIO((tmp_path / "out" / "summary.csv").read_text()))}
+    for name, record in records.items():
+        for column, (view, metric) in FIDELITY_COLUMNS.items():
+            assert float(rows[name][column]) == pytest.approx(record["fidelity"][view][metric], rel=1e-12)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["summary"]["fidelity"]
+    values = [record["fidelity"]["apt"]["psnr"] for record in records.values()]
+    assert summary["psnr"] == {"mean": pytest.approx(sum(values) / 2), "min": min(values), "max": max(values),
+                               "images": 2}
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "PSNR uniform, = vision" in page
+    assert 'src="rocket.jpg/04_fidelity/reconstruction.png"' in page
+    assert 'src="rocket.jpg/04_fidelity/uniform_equal_vision.png"' in page
+    assert f"{records['rocket.jpg']['fidelity']['uniform_equal_llm']['psnr']:.2f}" in page
+
+
+def test_a_bad_input_is_still_one_line(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG broken")
+    result = invoke(bad, *BUDGET, "-o", tmp_path / "out")
+    assert result.exit_code == 1
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.output
