@@ -78,7 +78,8 @@ def test_version_and_help():
 @pytest.mark.parametrize("method", ["v1", "v2", "budget"])
 def test_single_image_artifacts_and_stats_match_library(tmp_path, photo_paths, method):
     photo = photo_paths["rocket"]
-    result = invoke(photo, "-o", tmp_path, "--device", "cpu", *METHOD_ARGS[method])
+    # fidelity's block, pictures and columns: tests/test_fidelity_cli.py
+    result = invoke(photo, "-o", tmp_path, "--device", "cpu", "--no-fidelity", *METHOD_ARGS[method])
     assert result.exit_code == 0, result.output
     folder = tmp_path / "rocket.jpg"
     expected = analyze_image(photo, METHOD_CONFIGS[method])
@@ -170,7 +171,7 @@ def test_folder_with_corrupt_file_exits_1_and_completes_the_rest(tmp_path, photo
     good = ["chelsea.jpg", "coffee.jpg", "sub__chelsea.jpg"]
     for name in good:
         stats = json.loads((out / name / "stats.json").read_text())
-        assert all((out / name / rel).is_file() for rel in stats["artifacts"]) and len(stats["artifacts"]) == 10
+        assert all((out / name / rel).is_file() for rel in stats["artifacts"]) and len(stats["artifacts"]) == 13
     assert not (out / "broken.jpg").exists()
     assert f"failed: {inputs / 'broken.jpg'}: " in result.stderr
 

@@ -111,3 +111,93 @@ def test_a_bad_input_is_still_one_line(tmp_path):
     result = invoke(bad, *BUDGET, "-o", tmp_path / "out")
     assert result.exit_code == 1
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.output
+
+
+# --- stats: the fidelity columns ------------------------------------------------------------------
+
+def stats_rows(table) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return sorted(pq.read_table(table).to_pylist(), key=lambda row: (row["path"], row["setting"]))
+
+
+@pytest.fixture
+def photo_folder(tmp_path, photo_paths):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, path in photo_paths.items():
+        (folder / f"{name}.jpg").write_bytes(path.read_bytes())
+    return folder
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch's CPU interpolation (the reconstruction's rows) rounds its last bit by where its threads split
+    the work: run here scores on one thread, as the stats workers do (tests/test_stats.py says more)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_stats_fidelity_columns_equal_run(tmp_path, photo_folder, one_torch_thread):
+    args = ["--scorer", "laplacian", "--seed", "4", "--device", "cpu"]
+    table = tmp_path / "stats.parquet"
+    result = invoke("stats", photo_folder, "-o", table, "-m", "budget", "--alpha", "0.3,0.5", "--fidelity",
+                    "--workers", "2", "-q", *args)
+    assert result.exit_code == 0, result.output
+    rows = stats_rows(table)
+    assert len(rows) == 8
+    for alpha in ("0.3", "0.5"):
+        out = tmp_path / f"run{alpha}"
+        assert invoke(photo_folder, "-o", out, "--stats-only", "-m", "budget", "--alpha", alpha, "-q",
+                      *args).exit_code == 0
+        for row in (row for row in rows if row["setting"] == f"budget alpha={alpha}"):
+            record = json.loads((out / row["path"].rsplit("/", 1)[1] / "stats.json").read_text())
+            for column, (view, metric) in FIDELITY_COLUMNS.items():
+                assert row[column] == record["fidelity"][view][metric], (row["path"], alpha, column)
+            assert row["psnr"] is not None and row["ssim"] < 1
+    plain = tmp_path / "plain.parquet"
+    assert invoke("stats", photo_folder, "-o", plain, "-m", "budget", "--alpha", "0.3", "-q", *args).exit_code == 0
+    assert all(row[column] is None for row in stats_rows(plain) for column in FIDELITY_COLUMNS)
+    # a table with the columns null cannot be resumed with them filled: one-line usage error
+    again = invoke("stats", photo_folder, "-o", plain, "-m", "budget", "--alpha", "0.3", "--resume", "--fidelity",
+                   *args)
+    assert again.exit_code == 2 and "--fidelity off" in again.output
+
+
+def test_stats_budget_unit_and_seed_reach_the_settings(tmp_path, photo_paths):
+    from apt_viz.stats.settings import Setting, settings_of
+
+    assert Setting("budget", 0.3).label == "budget alpha=0.3"  # a vision budget keeps its label
+    (llm,) = settings_of("budget", [0.5], budget_unit="llm")
+    assert llm.label == "budget alpha=0.5 budget_unit=llm"
+    with pytest.raises(ValueError, match="budget-unit applies to budget"):
+        settings_of("v2", [1.0], budget_unit="llm")
+    table = tmp_path / "stats.parquet"
+    result = invoke("stats", photo_paths["rocket"], "-o", table, "-m", "budget", "--alpha", "0.5", "--budget-unit",
+                    "llm", "--scorer", "random", "--seed", "9", "--device", "cpu", "-q")
+    assert result.exit_code == 0, result.output
+    (row,) = stats_rows(table)
+    config = APTConfig(method="budget", alpha=0.5, budget_unit="llm", scorer="random", seed=9, device="cpu")
+    expected = analyze_image(photo_paths["rocket"], config)
+    assert row["setting"] == "budget alpha=0.5 budget_unit=llm"
+    assert (row["vision_tokens"], row["llm_tokens"]) == (expected.stats.vision_tokens, expected.stats.llm_tokens)
+    import pyarrow.parquet as pq
+
+    metadata = json.loads(pq.read_schema(table).metadata[b"apt_viz.stats"])
+    assert metadata["image_settings"]["seed"] == 9 and metadata["fidelity"] is False
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_stats_fidelity_on_ray_equals_local(tmp_path, photo_folder):
+    pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'apt-viz[ray]')")
+    args = [photo_folder, "-m", "budget", "--alpha", "0.3", "--fidelity", "--device", "cpu", "--workers", "2", "-q"]
+    assert invoke("stats", *args, "-o", tmp_path / "local.parquet").exit_code == 0
+    result = invoke("stats", *args, "-o", tmp_path / "ray.parquet", "--engine", "ray")
+    assert result.exit_code == 0, result.output
+    local, remote = stats_rows(tmp_path / "local.parquet"), stats_rows(tmp_path / "ray.parquet")
+    assert remote == local and all(row["psnr"] is not None for row in remote)

@@ -63,7 +63,7 @@ CASES = [
 
 def run_stats_only(folder: Path, out: Path, method: str, setting: list[str], scorer: str, backend: str) -> dict:
     """``apt-viz run --stats-only`` of the folder: {input path: stats.json}."""
-    result = runner.invoke(app, route(["run", str(folder), "-o", str(out), "--stats-only", "-m", method, *setting,
+    result = runner.invoke(app, route(["run", str(folder), "-o", str(out), "--stats-only", "--no-fidelity", "-m", method, *setting,
                                        "--scorer", scorer, "--backend", backend, "--device", "cpu", "-q"]))
     assert result.exit_code == 0, result.output
     records = [json.loads(path.read_text()) for path in out.glob("*/stats.json")]

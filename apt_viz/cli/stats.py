@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from ..core.config import Method
+from ..core.config import BudgetUnit, Method
 from .app import EXIT_CODES_TEXT, EXIT_INTERRUPTED, EXIT_USAGE, app, exit_code
 from .options import DebugOption, ImageOptions, JsonOption, MethodOption, QuietOption, RecursiveOption, command
 
@@ -75,6 +75,11 @@ HELP = {
     "row_group_size": "Rows per Parquet row group; with the local engine also how often rows are committed (a "
     "kill loses at most the uncommitted ones).",
     "plot": "Write a histogram of the LLM tokens saved per setting beside the table (TABLE.savings.png).",
+    "fidelity": "Add the fidelity columns (psnr, ssim, psnr_detail, uniform_*, random_*: docs/fidelity.md), the "
+    "values of apt-viz run's stats.json. Costs more than the rest of the row; the local engine then runs every "
+    "image in its workers.",
+    "budget_unit": "budget: what alpha is a fraction of: vision (the base patches) or llm (the stock LLM tokens). "
+    "[default: vision]",
     "engine": "local: this machine; ray: Ray Data (pip install apt-viz[ray]).",
     "ray_address": "--engine ray: the cluster to join (HOST:PORT of `ray start --head`, auto, ray://head:10001); "
     "default: a local Ray. A cluster with token authentication needs RAY_AUTH_MODE=token and its token "
@@ -95,6 +100,8 @@ def stats_command(
     batch_size: Annotated[int, typer.Option(min=0, help=HELP["batch_size"])] = 0,
     resume: Annotated[bool, typer.Option("--resume", help=HELP["resume"])] = False,
     save_masks: Annotated[bool, typer.Option("--save-masks", help=HELP["save_masks"])] = False,
+    fidelity: Annotated[bool, typer.Option("--fidelity/--no-fidelity", help=HELP["fidelity"])] = False,
+    budget_unit: Annotated[Optional[BudgetUnit], typer.Option(help=HELP["budget_unit"], show_default=False)] = None,
     row_group_size: Annotated[int, typer.Option(min=1, help=HELP["row_group_size"])] = 4096,
     plot: Annotated[bool, typer.Option("--plot/--no-plot", help=HELP["plot"])] = True,
     engine: Annotated[Engine, typer.Option(help=HELP["engine"])] = Engine.LOCAL,
@@ -113,7 +120,7 @@ def stats_command(
     percentiles and writes TABLE.savings.png.
     """
     started = time.perf_counter()
-    plan = _plan(imaging, patch_selection_method, alpha, thresholds, save_masks, debug, engine)
+    plan = _plan(imaging, patch_selection_method, alpha, thresholds, save_masks, debug, engine, fidelity, budget_unit)
     paths = _inputs(inputs, recursive, output, engine)
     if engine is Engine.RAY:
         report = _run_ray(plan, paths, output, ray_address, workers, batch_size, resume, row_group_size, started)
@@ -126,7 +133,8 @@ def stats_command(
 # --- settings and inputs ----------------------------------------------------------------------------
 
 def _plan(imaging: ImageOptions, method: Method, alpha: str | None, thresholds: Sequence[str] | None,
-          save_masks: bool, debug: bool, engine: Engine) -> StatsPlan:
+          save_masks: bool, debug: bool, engine: Engine, fidelity: bool = False,
+          budget_unit: BudgetUnit | None = None) -> StatsPlan:
     """The validated plan; anything that does not fit is a usage error (exit 2).
 
     With Ray the scoring runs on the cluster's actors, each seeing its one GPU as ``cuda``: the
@@ -145,9 +153,9 @@ def _plan(imaging: ImageOptions, method: Method, alpha: str | None, thresholds: 
     try:
         alphas = parse_alpha_values(alpha) if alpha is not None else []
         pairs = [pair for text in thresholds or [] for pair in parse_threshold_grid(text, imaging.num_scales)]
-        settings = settings_of(method, alphas, pairs, imaging.num_scales)
+        settings = settings_of(method, alphas, pairs, imaging.num_scales, budget_unit)
         return StatsPlan(config, settings, save_masks=save_masks, max_image_pixels=imaging.image_pixel_limit,
-                         debug=debug)
+                         debug=debug, fidelity=fidelity)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 

@@ -27,10 +27,11 @@ class Decoded:
     internal: bool = False  # the error is a bug in apt-viz, not a bad input
     slot: int | None = None  # local engine: the shared-memory slot holding the pixels ...
     shape: tuple[int, ...] | None = None  # ... and their shape (then ``pixels`` is None)
+    original: np.ndarray | None = None  # keep_original: (h, w, 3) uint8 as loaded (fidelity's uniform baselines)
 
 
 def decode(path: str, config: APTConfig, max_image_pixels: int | None = None, data: bytes | None = None,
-           debug: bool = False) -> Decoded:
+           debug: bool = False, keep_original: bool = False) -> Decoded:
     """Load ``path`` (or its content ``data``), resize it for Qwen2-VL, and return the uint8 pixels.
 
     Args:
@@ -39,6 +40,7 @@ def decode(path: str, config: APTConfig, max_image_pixels: int | None = None, da
         max_image_pixels: Decompression-bomb limit (None: none).
         data: The file's bytes when they were read elsewhere (Ray); None: read ``path``.
         debug: Put the traceback of an internal error in its message.
+        keep_original: Also return the image as loaded (``--fidelity``: the uniform baselines resize it).
 
     Returns:
         A :class:`Decoded`; it never raises for a bad input.
@@ -51,7 +53,12 @@ def decode(path: str, config: APTConfig, max_image_pixels: int | None = None, da
         image = load_image(path, max_image_pixels) if data is None else load_image_bytes(data, path, max_image_pixels)
         original_hw = (image.height, image.width)
         pixels = resized_pixels(image, config.resize_spec, config.backend)
-        return Decoded(path, original_hw, pixels.numpy().transpose(1, 2, 0))  # c h w -> h w c (a view)
+        kept = None
+        if keep_original:
+            import numpy as np
+
+            kept = np.asarray(image)
+        return Decoded(path, original_hw, pixels.numpy().transpose(1, 2, 0), original=kept)  # c h w -> h w c (a view)
     except Exception as exc:
         failure = failure_of(path, exc, debug)
         return Decoded(path, original_hw, error=failure.error, internal=failure.kind == "internal")

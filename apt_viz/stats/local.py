@@ -108,7 +108,8 @@ def run_local(
     started = time.perf_counter() if started is None else started
     report = RunReport(inputs=len(paths))
     workers = max(1, workers)
-    scoring = scoring or ("workers" if plan.config.device == "cpu" else "batched")
+    # the fidelity baselines resize the original image, which only the workers hold
+    scoring = scoring or ("workers" if plan.config.device == "cpu" or plan.fidelity else "batched")
     slots = PixelSlots(2 * workers + 3 * batch_size, 3 * plan.config.max_pixels) if scoring == "batched" else None
     task: Callable[[Any], Any] = DecodeTask(plan, slots) if slots is not None else RowsTask(plan)
     # The workers are forked now, with torch and Pillow imported, before the table opens (pyarrow
@@ -170,6 +171,7 @@ def image_rows(path: str, needed: Sequence[int], plan: StatsPlan) -> ImageRows:
         The :class:`ImageRows`; a bad input (or a bug) gives error rows, it never raises.
     """
     from ..analysis import analyze_image
+    from ..fidelity import measure_fidelity
     from ..imaging import load_image
     from ..report.records import stats_record
     from .masks import encode_masks
@@ -183,9 +185,11 @@ def image_rows(path: str, needed: Sequence[int], plan: StatsPlan) -> ImageRows:
         for index in needed:
             setting = plan.settings[index]
             analysis = first if index == needed[0] else first.reselect(
-                method=setting.method, alpha=plan.configs[index].alpha, thresholds=setting.thresholds)
+                method=setting.method, alpha=plan.configs[index].alpha, thresholds=setting.thresholds,
+                budget_unit=setting.budget_unit)
             masks = encode_masks({size: m[None] for size, m in analysis.masks.items()})[0] if plan.save_masks else None
-            rows.append(record_row(stats_record(analysis), setting, masks))
+            fidelity = measure_fidelity(analysis, image).to_dict() if plan.fidelity else None
+            rows.append(record_row(stats_record(analysis, fidelity), setting, masks))
         return ImageRows(path, rows)
     except Exception as exc:
         failure = failure_of(path, exc, plan.debug)

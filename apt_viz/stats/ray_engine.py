@@ -283,7 +283,7 @@ def _decode_local_batch(batch: dict[str, np.ndarray], plan: StatsPlan, cwd: str)
     images = []
     for path in map(str, batch["path"]):
         local = os.path.join(cwd, path)  # an absolute path stays as it is
-        image = decode(local, plan.config, plan.max_image_pixels, debug=plan.debug)
+        image = decode(local, plan.config, plan.max_image_pixels, debug=plan.debug, keep_original=plan.fidelity)
         if image.error and image.error.startswith(local):  # name the input as given, as the local engine does
             image.error = path + image.error[len(local):]
         image.path = path
@@ -296,7 +296,7 @@ def _decode_remote_batch(batch: dict[str, np.ndarray], plan: StatsPlan, scheme: 
     from .decode import decode
 
     return _columns([decode(f"{scheme}://{path}", plan.config, plan.max_image_pixels, data=bytes(data),
-                            debug=plan.debug)
+                            debug=plan.debug, keep_original=plan.fidelity)
                      for path, data in zip(batch["path"], batch["bytes"])])
 
 
@@ -305,7 +305,7 @@ def _columns(images: Sequence[Decoded]) -> dict[str, np.ndarray]:
     import numpy as np
 
     out: dict[str, list[Any]] = {name: [] for name in ("path", "error", "internal", "height", "width",
-                                                        "resized_height", "resized_width", "pixels")}
+                                                        "resized_height", "resized_width", "pixels", "original")}
     for image in images:
         height, width = image.original_hw or (-1, -1)
         resized = image.pixels.shape[:2] if image.pixels is not None else (-1, -1)
@@ -317,7 +317,8 @@ def _columns(images: Sequence[Decoded]) -> dict[str, np.ndarray]:
         out["resized_height"].append(resized[0])
         out["resized_width"].append(resized[1])
         out["pixels"].append(b"" if image.pixels is None else image.pixels.tobytes())
-    return {name: np.array(values, dtype=object if name in ("path", "error", "pixels") else None)
+        out["original"].append(b"" if image.original is None else image.original.tobytes())  # --fidelity: h x w x 3
+    return {name: np.array(values, dtype=object if name in ("path", "error", "pixels", "original") else None)
             for name, values in out.items()}
 
 
@@ -357,7 +358,10 @@ class ScoreStage:
                 continue
             shape = (int(batch["resized_height"][i]), int(batch["resized_width"][i]), 3)
             pixels = np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(shape)
-            for ready in batcher.add(Pending(str(path), original, pixels, every)):
+            kept = None
+            if self.plan.fidelity:  # the image as loaded, for the uniform baselines
+                kept = np.frombuffer(batch["original"][i], dtype=np.uint8).reshape(*original, 3)
+            for ready in batcher.add(Pending(str(path), original, pixels, every, original=kept)):
                 rows += self.scorer(ready)
         for ready in batcher.drain():
             rows += self.scorer(ready)

@@ -47,6 +47,16 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "baseline_prefill_flops": ("int64", "the same without APT (N / 4 LLM tokens)"),
     "flops_architecture": ("string", "the model family's architecture of the FLOPs, e.g. qwen2-vl-2b (the FLOPs "
                            "columns are null when the FLOPs model lacks it)"),
+    # --fidelity (docs/fidelity.md): stats.json's fidelity block, flat; null without --fidelity
+    "psnr": ("float64", "PSNR (dB) of APT's reconstruction against the full resized image (null: exact)"),
+    "ssim": ("float64", "SSIM of APT's reconstruction"),
+    "psnr_detail": ("float64", "PSNR of APT over the 25% most detailed base cells"),
+    "uniform_vision_psnr": ("float64", "PSNR of the stock processor at max_pixels matched on APT's vision tokens"),
+    "uniform_vision_ssim": ("float64", "SSIM of that uniform baseline"),
+    "uniform_llm_psnr": ("float64", "PSNR of the stock processor at max_pixels matched on APT's LLM tokens"),
+    "uniform_llm_ssim": ("float64", "SSIM of that uniform baseline"),
+    "random_psnr": ("float64", "PSNR of the budget on seeded random maps at APT's vision tokens (--seed)"),
+    "random_ssim": ("float64", "SSIM of that random baseline"),
 }
 MASKS_COLUMN = ("binary", "--save-masks: the selection, encoded (apt_viz.decode_masks)")
 
@@ -135,6 +145,9 @@ def record_row(record: StatsRecord, setting: Setting, masks: bytes | None = None
         "baseline_prefill_flops": flops.get("baseline_prefill_flops"),
         "flops_architecture": flops.get("architecture"),
     })
+    from ..report.records import fidelity_columns
+
+    row.update(fidelity_columns(record.get("fidelity")))
     if masks is not None:
         row["masks"] = masks
     return row

@@ -19,6 +19,7 @@ from .settings import StatsPlan
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
+    from PIL import Image
 
     from ..core.selection import Selection
 
@@ -32,6 +33,7 @@ class Pending:
     pixels: np.ndarray  # (H, W, 3) uint8, resized (any strides; the local engine's are a view of planar memory)
     settings: tuple[int, ...]
     slot: int | None = None  # local engine: the shared-memory slot the pixels are in
+    original: np.ndarray | None = None  # --fidelity: (h, w, 3) uint8 as loaded
 
     @property
     def resized_hw(self) -> tuple[int, int]:
@@ -137,6 +139,7 @@ class BatchScorer:
 
         from ..analysis import ImageAnalysis
         from ..core.pipeline import compute_maps, select
+        from ..fidelity import measure_fidelity
         from ..report.records import stats_record
         from .masks import encode_masks
 
@@ -162,8 +165,21 @@ class BatchScorer:
                     selection=_image_selection(result.selection, masks_cpu, i),
                     stats=result.stats[i],
                 )
-                rows.append(record_row(stats_record(analysis), setting, None if encoded is None else encoded[i]))
+                fidelity = None
+                if self.plan.fidelity:
+                    fidelity = measure_fidelity(analysis, _original_of(batch[i])).to_dict()
+                rows.append(record_row(stats_record(analysis, fidelity), setting,
+                                       None if encoded is None else encoded[i]))
         return rows
+
+
+def _original_of(item: Pending) -> Image.Image:
+    """The image as loaded, which fidelity's uniform baselines resize (``--fidelity`` keeps it)."""
+    from PIL import Image
+
+    if item.original is None:
+        raise RuntimeError(f"{item.path}: --fidelity needs the original image, which was not kept")
+    return Image.fromarray(item.original)
 
 
 def _image_selection(selection: Selection, masks: dict[int, torch.Tensor], index: int) -> Selection:

@@ -66,13 +66,14 @@ def table_metadata(plan: StatsPlan) -> dict[str, str]:
 
     Returns:
         ``{"apt_viz.stats": JSON}`` with the table format, apt-viz version, image settings and
-        ``save_masks`` (what ``--resume`` checks).
+        ``save_masks`` and ``fidelity`` (what ``--resume`` checks).
     """
     document = {
         "format": TABLE_FORMAT,
         "apt_viz_version": __version__,
         "image_settings": plan.image_settings(),
         "save_masks": plan.save_masks,
+        "fidelity": plan.fidelity,
     }
     return {METADATA_KEY.decode(): json.dumps(document, sort_keys=True)}
 
@@ -184,6 +185,8 @@ class StatsTable:
         ]
         if found.get("save_masks") != ours["save_masks"]:
             differ.append(f"--save-masks {'on' if found.get('save_masks') else 'off'}")
+        if bool(found.get("fidelity")) != ours["fidelity"]:
+            differ.append(f"--fidelity {'on' if found.get('fidelity') else 'off'}")
         if differ:
             raise StatsTableError(
                 f"{source} was written with other image settings: {', '.join(differ)}; "
