@@ -28,6 +28,7 @@ from apt_viz.fidelity import (
     ssim,
     uniform_view,
 )
+from apt_viz.fidelity.metrics import SSIM_TOLERANCE
 from apt_viz.hf.image_processing import unpatchify
 from apt_viz.imaging import load_image, pil_to_tensor
 
@@ -179,7 +180,7 @@ def test_ssim_of_flat_images_by_hand():
     a, b, c1 = 0.5, 0.25, 0.01**2
     reference, candidate = torch.full((1, 3, 20, 30), a), torch.full((1, 3, 20, 30), b)
     (value,) = ssim(reference, [candidate])
-    assert value == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1), abs=1e-12)
+    assert value == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1), abs=SSIM_TOLERANCE)
     assert ssim(torch.zeros(1, 3, 10, 40), [torch.zeros(1, 3, 10, 40)]) == [None]  # under the 11 px window
 
 
@@ -191,8 +192,8 @@ def test_metrics_equal_scikit_image_on_a_photo_and_its_uniform_baseline(original
     expected = [structural_similarity(as_array[0], other, gaussian_weights=True, sigma=1.5,
                                       use_sample_covariance=False, data_range=1, channel_axis=-1)
                 for other in as_array[1:]]
-    assert ssim(views.reference, candidates, threads=1) == pytest.approx(expected, abs=1e-12)
-    assert ssim(views.reference, candidates, threads=2) == pytest.approx(expected, abs=1e-12)
+    assert ssim(views.reference, candidates, threads=1) == pytest.approx(expected, abs=SSIM_TOLERANCE)
+    assert ssim(views.reference, candidates, threads=2) == ssim(views.reference, candidates, threads=1)
     mse = [float(np.mean((as_array[0] - other) ** 2)) for other in as_array[1:]]
     got = [psnr(views.reference, image) for image in candidates]
     assert got == pytest.approx([10 * math.log10(1 / m) for m in mse], abs=1e-5)
@@ -266,3 +267,19 @@ def test_fidelity_on_the_gpu_equals_the_cpu(originals):
         assert on_gpu[name]["vision_tokens"] == on_cpu[name]["vision_tokens"]
         for key in ("psnr", "ssim", "psnr_detail"):
             assert on_gpu[name][key] == pytest.approx(on_cpu[name][key], rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "rocket"])
+def test_ssim_is_scikit_image_within_its_tolerance(originals, name):
+    """The float32 SSIM with shared reference moments against scikit-image's float64 one, on the four views."""
+    from apt_viz.fidelity.metrics import ssim_reference
+
+    views = fidelity_views(analyze_image(originals[name], APTConfig(method="budget", alpha=0.3)), originals[name])
+    candidates = [views.apt, views.uniform_equal_vision.image, views.uniform_equal_llm.image, views.random_equal_vision]
+    as_array = [image[0].permute(1, 2, 0).double().numpy() for image in [views.reference, *candidates]]  # c h w -> h w c
+    expected = [structural_similarity(as_array[0], other, gaussian_weights=True, sigma=1.5,
+                                      use_sample_covariance=False, data_range=1, channel_axis=-1)
+                for other in as_array[1:]]
+    got = ssim(views.reference, candidates)
+    assert got == pytest.approx(expected, abs=SSIM_TOLERANCE)
+    assert ssim(views.reference, candidates[1:], prepared=ssim_reference(views.reference)) == got[1:]

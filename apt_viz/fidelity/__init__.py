@@ -4,6 +4,8 @@
 - :mod:`.uniform`: the stock processor at a matched ``max_pixels`` (:func:`matched_max_pixels`).
 - :mod:`.metrics`: PSNR, SSIM, ``psnr_detail``.
 - :mod:`.measure`: :func:`measure_fidelity`, the ``fidelity`` block of ``stats.json``.
+- :mod:`.rate_distortion`: ``sweep --fidelity``'s curves (:func:`image_rate_distortion`) and where
+  APT stops beating uniform (:func:`crossover`).
 
 docs/fidelity.md defines every number. Names load lazily (the package imports torch and Pillow).
 """
@@ -31,6 +33,11 @@ _EXPORTS = {
     "FidelityScore": "measure",
     "FidelityViews": "measure",
     "FIDELITY_KEYS": "measure",
+    "image_rate_distortion": "rate_distortion",
+    "mean_curves": "rate_distortion",
+    "crossover": "rate_distortion",
+    "ImageRD": "rate_distortion",
+    "RDPoint": "rate_distortion",
 }
 
 __all__ = list(_EXPORTS)
