@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .analysis import ImageAnalysis
     from .core.accounting import TokenStats
+    from .fidelity.rate_distortion import ImageRD
     from .core.selection import BudgetInfo
 
 # An alpha (v2, budget) or a tuple of thresholds, one per scale above the base (v1).
@@ -151,17 +152,28 @@ class ImageSweep:
     source: str | None
     resized_hw: tuple[int, int]
     points: list[SweepPoint]
+    rate_distortion: ImageRD | None = None  # sweep --fidelity
 
 
-def sweep_analysis(analysis: ImageAnalysis, method: str, values: Sequence[SweepValue]) -> ImageSweep:
-    """Select with ``method`` at every value, reusing the importance maps of ``analysis``."""
+def sweep_analysis(analysis: ImageAnalysis, method: str, values: Sequence[SweepValue],
+                   original: Image.Image | None = None) -> ImageSweep:
+    """Select with ``method`` at every value, reusing the importance maps of ``analysis``.
+
+    With ``original`` (the image as loaded) also the rate-distortion curves
+    (:func:`apt_viz.fidelity.image_rate_distortion`).
+    """
     check_values(method, values, analysis.config.num_scales)
     points = []
     for value in values:
         setting = {"thresholds": value} if method == "v1" else {"alpha": value}
         run = analysis.reselect(method=method, **setting)
         points.append(SweepPoint(value, run.stats, run.thresholds, run.budget_info))
-    return ImageSweep(analysis.source, analysis.resized_hw, points)
+    rd = None
+    if original is not None:
+        from .fidelity.rate_distortion import image_rate_distortion
+
+        rd = image_rate_distortion(analysis, original, method, values)
+    return ImageSweep(analysis.source, analysis.resized_hw, points, rd)
 
 
 def sweep_image(

@@ -201,3 +201,59 @@ def test_stats_fidelity_on_ray_equals_local(tmp_path, photo_folder):
     assert result.exit_code == 0, result.output
     local, remote = stats_rows(tmp_path / "local.parquet"), stats_rows(tmp_path / "ray.parquet")
     assert remote == local and all(row["psnr"] is not None for row in remote)
+
+
+# --- sweep: rate-distortion -----------------------------------------------------------------------
+
+def test_crossover_by_hand():
+    from apt_viz.fidelity.rate_distortion import RDPoint, crossover
+
+    def point(alpha, vision, llm, psnr, uniform_vision, uniform_llm):
+        return RDPoint(alpha, vision, llm, psnr, None, uniform_vision, uniform_llm)
+
+    # alpha 1.0 is exact on both sides (a tie counts as a win); going down, APT loses at equal vision
+    # tokens first at 0.3 (30 < 31) although it wins again at 0.2: the crossover is 0.5.
+    points = [point(0.2, 20, 15, 28.0, 27.0, 33.0), point(0.3, 30, 18, 30.0, 31.0, 34.0),
+              point(0.5, 50, 22, 35.0, 34.0, 35.0), point(1.0, 100, 25, None, None, None)]
+    assert crossover(points, "vision_tokens") == {"value": 0.5, "tokens": 50, "wins": 3, "points": 4}
+    assert crossover(points, "llm_tokens") == {"value": 0.5, "tokens": 22, "wins": 2, "points": 4}  # 35 >= 35
+    losing = [point(0.5, 50, 22, 30.0, 34.0, 36.0), point(0.8, 80, 24, 40.0, 41.0, 42.0)]
+    assert crossover(losing, "vision_tokens") == {"value": None, "tokens": None, "wins": 0, "points": 2}
+    with pytest.raises(ValueError, match="axis"):
+        crossover(points, "pixels")
+
+
+def test_sweep_json_has_the_curves_and_the_crossover(tmp_path, photo_paths):
+    result = invoke("sweep", photo_paths["rocket"], "-m", "budget", "--values", "0.3,1.0", "--fidelity", "--json",
+                    "--device", "cpu", "-o", tmp_path)
+    assert result.exit_code == 0, result.output
+    rd = json.loads(result.stdout)["rate_distortion"]
+    (image,) = rd["images"]
+    curves = image["curves"]
+    assert set(curves) == {"apt:entropy", "apt:laplacian", "apt:upsample_mse", "random", "llm_budget:entropy",
+                           "uniform"}
+    original = load_image(photo_paths["rocket"])
+    for scorer in ("entropy", "upsample_mse"):
+        config = APTConfig(method="budget", alpha=0.3, scorer=scorer, device="cpu")
+        fidelity = measure_fidelity(analyze_image(original, config), original).to_dict()
+        apt = curves[f"apt:{scorer}"][0]  # the numbers of run's stats.json at the same setting
+        assert apt["value"] == 0.3 and apt["vision_tokens"] == fidelity["apt"]["vision_tokens"]
+        assert apt["psnr"] == fidelity["apt"]["psnr"] and apt["ssim"] == fidelity["apt"]["ssim"]
+        assert apt["uniform_vision_psnr"] == fidelity["uniform_equal_vision"]["psnr"]
+        assert apt["uniform_llm_psnr"] == fidelity["uniform_equal_llm"]["psnr"]
+        if scorer == "entropy":
+            assert curves["random"][0]["psnr"] == fidelity["random_equal_vision"]["psnr"]
+        exact = curves[f"apt:{scorer}"][1]
+        assert exact["psnr"] is None and exact["uniform_vision_psnr"] is None  # alpha 1: both exact, a tie
+        # the crossover follows from the points: alpha 1.0 ties; at 0.3 the mark moves down iff APT wins
+        wins = apt["psnr"] >= apt["uniform_vision_psnr"]
+        assert image["crossover"][f"apt:{scorer}"]["vision_tokens"] == {
+            "value": 0.3 if wins else 1.0, "tokens": apt["vision_tokens"] if wins else exact["vision_tokens"],
+            "wins": 1 + wins, "points": 2}
+    assert [p["vision_tokens"] for p in curves["uniform"]] == sorted(p["vision_tokens"] for p in curves["uniform"])
+    assert rd["mean"]["images"] == 1 and rd["mean"]["crossover"] == image["crossover"]
+    assert (tmp_path / "sweep_budget.html").is_file() and (tmp_path / "sweep_budget_rd.png").is_file()
+    assert "sweep_budget_rd/000_rocket.jpg.png" in (tmp_path / "sweep_budget.html").read_text()
+    plain = invoke("sweep", photo_paths["rocket"], "-m", "budget", "--values", "0.3", "--json", "--device", "cpu",
+                   "-o", tmp_path / "plain")
+    assert "rate_distortion" not in json.loads(plain.stdout)

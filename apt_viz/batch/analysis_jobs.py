@@ -74,6 +74,7 @@ class SweepJob:
     values: tuple[SweepValue, ...]
     max_image_pixels: int | None = None
     debug: bool = False
+    fidelity: bool = False  # the rate-distortion curves (docs/fidelity.md)
 
     def __call__(self, item: InputItem) -> Outcome[ImageSweep]:
         from ..sweep import sweep_analysis
@@ -82,7 +83,8 @@ class SweepJob:
         if isinstance(analysed, Failure):
             return Outcome(item, failure=analysed)
         try:
-            return Outcome(item, sweep_analysis(analysed[1], self.method, self.values))
+            original = analysed[0] if self.fidelity else None
+            return Outcome(item, sweep_analysis(analysed[1], self.method, self.values, original))
         except Exception as exc:
             return Outcome(item, failure=failure_of(item.path, exc, self.debug))
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .artifacts import (
@@ -248,6 +248,7 @@ th[aria-sort="ascending"]::after { content: " \\25B2"; color: #222; }
 th[aria-sort="descending"]::after { content: " \\25BC"; color: #222; }
 img.thumb { max-width: 160px; max-height: 120px; display: block; }
 img.sheet { max-width: 720px; display: block; }
+img.plot { max-width: 1000px; display: block; }
 ul { margin: 0.3em 0; padding-left: 1.2em; }
 #failures td { color: #a00; }
 .missing { color: #888; }
@@ -311,3 +312,58 @@ def _page(title: str, overview: str, body: str, script: str | None = None) -> st
         style=_STYLE,
         script_source="" if script is None else "; script-src 'unsafe-inline'",
     )
+
+
+def render_rate_distortion_page(
+    out_dir: str | os.PathLike,
+    method: str,
+    rate_distortion: Mapping[str, Any],
+    figures: Sequence[tuple[str, str]],
+    title: str = "apt-viz rate-distortion",
+) -> str:
+    """The HTML text of ``OUT/sweep_<method>.html`` (``sweep --fidelity``): the plots and where APT stops
+    beating uniform.
+
+    Args:
+        out_dir: The output folder (the plots' links are relative to it; only existing ones are shown).
+        method: The swept method.
+        rate_distortion: The ``rate_distortion`` object of ``sweep --json`` (``mean`` and ``images``).
+        figures: (caption, path relative to ``out_dir``) of each plot, the folder's first.
+        title: The page title.
+
+    Returns:
+        The page.
+    """
+    out_dir = os.fspath(out_dir)
+    mean = rate_distortion["mean"]
+    overview = (f"{method} sweep over {mean['images']} image{'s' if mean['images'] != 1 else ''}: PSNR and SSIM "
+                "against vision and LLM tokens; APT for each scorer, uniform over a ladder of max_pixels, random "
+                "patches, and the budget in LLM tokens")
+    header = ("<thead><tr><th>curve</th><th>equal vision tokens: APT wins down to</th><th>wins</th>"
+              "<th>equal LLM tokens: APT wins down to</th><th>wins</th></tr></thead>")
+    rows = []
+    for name, marks in mean["crossover"].items():
+        cells = [html.escape(name)]
+        for axis in ("vision_tokens", "llm_tokens"):
+            mark = marks[axis]
+            if mark["tokens"] is None:
+                cells.append("never (uniform wins at the most tokens)")
+            else:
+                cells.append(f"{html.escape(_value_text(mark['value']))} ({mark['tokens']:.0f} tokens)")
+            cells.append(f"{mark['wins']} of {mark['points']}")
+        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    table = f'<table id="crossover">{header}<tbody>\n' + "\n".join(rows) + "\n</tbody></table>"
+    note = ("<p>Going down from the most tokens, the setting where APT's PSNR is last at least that of the stock "
+            "processor at a max_pixels matched on the same tokens (mean curves over the images).</p>")
+    plots = "\n".join(
+        f'<figure><img class="plot" src="{quote(relative)}" alt="{html.escape(caption)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for caption, relative in figures if os.path.isfile(os.path.join(out_dir, relative))
+    )
+    return _page(title, overview, f"<h2>Where APT stops beating uniform</h2>{note}{table}\n<h2>Plots</h2>\n{plots}")
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "thresholds " + ",".join("-" if v is None else f"{v:g}" for v in value)
+    return f"alpha {value:g}"
