@@ -22,8 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .analysis import ImageAnalysis
     from .core.accounting import TokenStats
-    from .fidelity.rate_distortion import ImageRD
     from .core.selection import BudgetInfo
+    from .fidelity.rate_distortion import ImageRD
 
 # An alpha (v2, budget) or a tuple of thresholds, one per scale above the base (v1).
 SweepValue = Union[float, tuple[float, ...]]

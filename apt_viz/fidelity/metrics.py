@@ -194,7 +194,8 @@ def _window() -> np.ndarray:
 
 
 def _gaussian(planes: np.ndarray) -> np.ndarray:
-    """scipy's ``gaussian_filter(sigma=1.5, truncate=3.5, mode="reflect")`` of each (H, W) plane (rows, then columns)."""
+    """scipy's ``gaussian_filter(sigma=1.5, truncate=3.5, mode="reflect")`` of each (H, W) plane
+    (rows, then columns, as scikit-image filters a 2-D channel)."""
     from scipy.ndimage import correlate1d
 
     window = _window()

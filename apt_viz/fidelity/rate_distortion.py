@@ -253,8 +253,8 @@ def _apt_point(chosen: ImageAnalysis, value: Value, reference: torch.Tensor, uni
 
 def _random_point(analysis: ImageAnalysis, apt: RDPoint, reference: torch.Tensor) -> RDPoint:
     # as any setting but a budget in vision tokens: budget alpha = vision tokens / N, whose T is APT's vision tokens
-    config = random_baseline_config(analysis.config.replace(method=Method.V2, alpha=1.0, thresholds=None,
-                                                            device="cpu"), apt.vision_tokens, analysis.stats.base_tokens)
+    setting = analysis.config.replace(method=Method.V2, alpha=1.0, thresholds=None, device="cpu")
+    config = random_baseline_config(setting, apt.vision_tokens, analysis.stats.base_tokens)
     randomized = run_apt(reference, config)  # random maps depend on the size and the seed only
     psnr, similarity = _scores(reference, reconstruct(reference, randomized.selection.masks, config.patch_size))
     stats = randomized.stats[0]

@@ -49,7 +49,8 @@ _COLUMNS = (
 # With fidelity (docs/fidelity.md): APT's reconstruction beside the uniform baseline at equal vision
 # tokens, and the PSNRs, after the LLM retention.
 _FIDELITY_THUMBNAILS = ("APT reconstruction", "uniform, equal vision tokens")
-_FIDELITY_COLUMNS = ("PSNR APT (dB)", "PSNR uniform, = vision", "PSNR uniform, = LLM", "SSIM APT", "SSIM uniform, = vision")
+_FIDELITY_COLUMNS = ("PSNR APT (dB)", "PSNR uniform, = vision", "PSNR uniform, = LLM", "SSIM APT",
+                     "SSIM uniform, = vision")
 
 
 def render_index(

@@ -99,7 +99,7 @@ def fidelity_summary(stats_list: Sequence[StatsRecord]) -> dict[str, dict[str, f
         return None
     out: dict[str, dict[str, float | int | None]] = {}
     for column in FIDELITY_COLUMNS:
-        values = [row[column] for row in flat if row[column] is not None]
+        values = [value for row in flat if (value := row[column]) is not None]
         out[column] = {"mean": statistics.fmean(values) if values else None, "min": min(values, default=None),
                        "max": max(values, default=None), "images": len(values)}
     return out
