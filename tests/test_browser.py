@@ -100,7 +100,9 @@ def test_index_renders_with_every_thumbnail_and_sorts(index_html):
     assert len(stats) == 4
     seen = probe(index_html)
     assert seen.get("probe-done") == "yes", seen
-    assert seen["images"] == "8" and seen["images-loaded"] == "8"  # every thumbnail decoded: 2 per image
+    # every thumbnail decoded, 4 per image: overlay, LLM-token map, and (fidelity is on by default)
+    # APT's reconstruction and the uniform baseline at equal vision tokens
+    assert seen["images"] == "16" and seen["images-loaded"] == "16"
     assert seen["llm-column"] == seen["llm-column-sorted"] == "|".join(["ok"] * 4)  # its own map, in its row
     assert seen["initial"] == "|".join(s["name"] for s in stats)
     assert len({s["retention"] for s in stats}) == 4  # distinct, so the expected order is unique
@@ -131,7 +133,7 @@ def test_cli_index_has_no_broken_link(index_html):
     from test_html_index import parse
 
     page = parse(index_html.read_text(encoding="utf-8"))
-    assert len(page.sources) == 8
+    assert len(page.sources) == 16  # 4 thumbnails per image (see above)
     for target in page.links + page.sources:
         assert (index_html.parent / unquote(target)).is_file(), target
 
