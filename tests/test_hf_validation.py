@@ -20,11 +20,11 @@ from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoP
 from apt_viz.bench.presets import preset_config
 from apt_viz.hf import (
     APTInputs,
+    APTQwen2_5_VLForConditionalGeneration,
+    APTQwen2_5_VLProcessor,
     APTQwen2VLForConditionalGeneration,
     APTQwen2VLImageProcessor,
     APTQwen2VLProcessor,
-    APTQwen2_5_VLForConditionalGeneration,
-    APTQwen2_5_VLProcessor,
     APTQwen3_5ForConditionalGeneration,
     APTQwen3VLForConditionalGeneration,
     APTQwen3VLProcessor,
