@@ -1,4 +1,4 @@
-"""The progress bar of every command: done / total, images/s and ETA on stderr (rich)."""
+"""The progress bar of every command: done / total, items/s (images/s, examples/s) and ETA on stderr (rich)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,8 +9,9 @@ Advance = Callable[..., None]  # advance(n=1, description=None)
 
 
 @contextlib.contextmanager
-def progress_bar(console: Any, total: int, label: str = "apt-viz", enabled: bool = True) -> Iterator[Advance]:
-    """A rich progress bar with images/s and ETA on ``console``; yields ``advance(n=1, description=None)``."""
+def progress_bar(console: Any, total: int, label: str = "apt-viz", enabled: bool = True,
+                 unit: str = "images") -> Iterator[Advance]:
+    """A rich progress bar with ``unit``/s and ETA on ``console``; yields ``advance(n=1, description=None)``."""
     if not enabled:
         yield lambda n=1, description=None: None
         return
@@ -37,7 +38,7 @@ def progress_bar(console: Any, total: int, label: str = "apt-viz", enabled: bool
         def advance(n: int = 1, description: str | None = None) -> None:
             nonlocal done
             done += n
-            rate = f"{done / max(time.perf_counter() - started, 1e-9):.1f} images/s"
+            rate = f"{done / max(time.perf_counter() - started, 1e-9):.1f} {unit}/s"
             if description:
                 progress.update(task, description=description)
             progress.update(task, advance=n, rate=rate)
