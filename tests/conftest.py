@@ -27,3 +27,11 @@ def photo_tensor():
 def resized_photos() -> dict:
     """name -> smart-resized (1, 3, H, W) tensor of every test photo (computed once per session)."""
     return {name: load_photo_tensor(name) for name in PHOTO_NAMES}
+
+
+@pytest.fixture(scope="session")
+def eval_checkpoint(tmp_path_factory) -> Path:
+    """A random tiny Qwen2-VL checkpoint folder with tokenizer, processor and chat template (built once)."""
+    from helpers import save_tiny_checkpoint
+
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("eval") / "tiny-qwen2-vl")

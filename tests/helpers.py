@@ -150,3 +150,42 @@ HAND_MASKS = {
     56: grid([[1, 0],
               [0, 1]]),
 }
+
+
+# --- a tiny checkpoint on disk (apt-viz eval) --------------------------------------------------------
+
+CHECKPOINT_WORDS = ("user", "assistant", "what", "is", "in", "the", "image", "?", "a", "cat", "rocket", "cup", "of",
+                    "coffee", "astronaut", "describe", "this", ".", "animal", "red", "blue", "yes", "no")
+# A minimal chat template in Qwen's shape: the image before the text in a user turn, then the assistant's turn.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|> {{ m['role'] }} {% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|> {% else %}{{ c['text'] }} {% endif %}"
+    "{% endfor %}<|im_end|> {% endfor %}{% if add_generation_prompt %}<|im_start|> assistant {% endif %}"
+)
+CHECKPOINT_MAX_PIXELS = 56 * 56 * 16  # 224 x 224 for a square photo: 256 base patches, quick on a CPU
+
+
+def save_tiny_checkpoint(folder: Path, chat_template: bool = True) -> Path:
+    """A random tiny Qwen2-VL checkpoint as ``save_pretrained`` writes it: model, word-level tokenizer built in
+    code (Qwen's vision and chat tokens), processor (and its chat template); nothing downloaded."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    from apt_viz.bench.presets import preset_config
+
+    special = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>"]
+    words = [*special, "<unk>", "<pad>", *CHECKPOINT_WORDS]
+    backend = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>",
+                                        additional_special_tokens=special)
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(max_pixels=CHECKPOINT_MAX_PIXELS), tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE if chat_template else None,
+    )
+    torch.manual_seed(0)
+    Qwen2VLForConditionalGeneration(preset_config("tiny", tokenizer=tokenizer)).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

@@ -32,7 +32,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from ..atomic import TEMP_SUFFIX, atomic_open
 
@@ -234,7 +234,7 @@ class PartsTable:
                 os.close(self._lock_fd)
             self._lock_fd = None
 
-    def __enter__(self) -> PartsTable:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

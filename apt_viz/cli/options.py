@@ -21,6 +21,7 @@ from PIL import Image
 from ..checkpoint import CheckpointError, read_checkpoint
 from ..core.config import Aggregate, APTConfig, Backend, BudgetUnit, Method, Scorer
 from ..core.families import PROCESSOR_FIELDS, ModelFamily
+from ..eval.settings import DType
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..batch.inputs import InputItem
@@ -370,3 +371,33 @@ def join_threshold_values(args: Sequence[str]) -> list[str]:
         out.append(arg)
         index += 1
     return out
+
+
+# --- options of the model-running commands (eval) ---------------------------------------------------
+
+AlphaListOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--alpha",
+        help="v2 / budget: one or more alphas, comma-separated and/or start:stop:step (inclusive), e.g. 0.2,0.3 "
+        "or 0.1:0.9:0.1.",
+        show_default=False,
+    ),
+]
+ThresholdGridOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--thresholds",
+        help='v1: a threshold pair per scale above the base (2p first); repeat it or separate pairs by ";" for '
+        "several: --thresholds 3,2 --thresholds 4,3. [default: 3,2]",
+        show_default=False,
+    ),
+]
+BudgetUnitOption = Annotated[
+    BudgetUnit,
+    typer.Option(help="budget: what alpha is a fraction of: vision (the base patches) or llm (the stock LLM tokens)."),
+]
+BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per model call.")]
+DeviceOption = Annotated[str, typer.Option(help="auto (cuda when available), cpu, cuda or cuda:N.")]
+DTypeOption = Annotated[DType, typer.Option("--dtype", help="Model dtype (auto: bfloat16 on a GPU, else float32).")]
+SeedOption = Annotated[int, typer.Option(min=0, help="Seed of the random scorer (the random baseline).")]
