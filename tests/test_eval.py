@@ -250,3 +250,24 @@ def test_resume_after_a_kill_completes_without_a_duplicate_row(eval_checkpoint, 
     keys = [(row["example"], row["setting"]) for row in pq.read_table(table).to_pylist()]
     assert len(keys) == len(set(keys)) == len(names) * 3
     assert not partial.exists()
+
+
+def test_ctrl_c_finishes_the_batch_in_flight_writes_the_table_and_exits_130(eval_checkpoint, tmp_path):
+    names = ("astronaut", "chelsea", "coffee", "rocket") * 2
+    data = write_data(tmp_path / "d.jsonl", [{"image": str(PHOTO_PATHS[n]), "prompt": "what is this ?"}
+                                             for n in names])
+    table = tmp_path / "t.parquet"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "apt_viz", "eval", data, "--model", str(eval_checkpoint),
+                                "--device", "cpu", "--alpha", "0.3", "--baselines", "none", "--max-new-tokens", "1",
+                                "-o", str(table), "--quiet"], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "t.parquet.partial").glob("part-*")) and process.poll() is None and (
+            time.monotonic() < deadline):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=240)
+    assert process.returncode == 130, err
+    assert "rerun with --resume" in err and "Traceback" not in err
+    rows = pq.read_table(table).to_pylist()  # written, and only whole examples (both settings of each)
+    assert 0 < len(rows) < 2 * len(names) and len(rows) % 2 == 0 and not (tmp_path / "t.parquet.partial").exists()

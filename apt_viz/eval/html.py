@@ -81,7 +81,7 @@ def _example(plan: EvalPlan, example: Example, rows: dict[str, dict[str, Any]]) 
     except ValueError as exc:
         return f'<div class="example">{header}<p class="error">{html.escape(str(exc))}</p></div>'
     gold = "" if example.gold is None else f"<br>gold: <span class=\"answer\">{html.escape(example.gold)}</span>"
-    figures = [_figure(_resized(image, plan), f"stock: {_tokens(stock)}<br>{_answer(stock)}{gold}")]
+    figures = [_figure(_resized(image, plan), f"stock: {_tokens(stock)}<br>{_answer(stock, stock=True)}{gold}")]
     for apt in plan.apt_settings():
         row = rows.get(apt.label)
         if row is None:
@@ -99,13 +99,14 @@ def _tokens(row: dict[str, Any]) -> str:
     return f"{row['vision_tokens']} vision / {row['llm_tokens']} LLM tokens"
 
 
-def _answer(row: dict[str, Any]) -> str:
+def _answer(row: dict[str, Any], stock: bool = False) -> str:
+    """The row's answer (green: agrees with stock, red: differs; the stock answer plain) or its error."""
     if not row:
         return ""
     if row.get("error") is not None:
         return f'<span class="error">{html.escape(row["error"])}</span>'
-    agree = "agree" if row["answer_agree"] else "differ"
-    return f'<span class="answer {agree}">{html.escape(row["answer"] or "(empty)")}</span>'
+    agree = "" if stock else " agree" if row["answer_agree"] else " differ"
+    return f'<span class="answer{agree}">{html.escape(row["answer"] or "(empty)")}</span>'
 
 
 def _figure(picture: Any, caption: str) -> str:

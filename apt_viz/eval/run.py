@@ -177,8 +177,7 @@ def _baseline_inputs(baseline: EvalSetting, work: _Work, apt: EvalSetting, image
     cost = work.inputs[apt.label]
     config = plan.config
     if baseline.baseline is Baseline.RANDOM_EQUAL_VISION:
-        assert apt.config is not None
-        random = random_baseline_config(apt.config, cost.vision_tokens, work.inputs[STOCK].vision_tokens)
+        random = random_baseline_config(apt.apt_config, cost.vision_tokens, work.inputs[STOCK].vision_tokens)
         return prepare(model.apt_processor, image, text, baseline.apt_kwargs(random))
     target = cost.vision_tokens if baseline.baseline is Baseline.UNIFORM_EQUAL_VISION else (
         cost.llm_tokens * config.merge_size**2)
@@ -210,15 +209,15 @@ def _rows(work: _Work, plan: EvalPlan) -> Iterator[Row]:
             continue
         failure = _failure(work, setting, plan)
         result = work.passes.get(setting.label)
-        if failure is None and (result is None or stock is None):  # never expected: every needed setting ran
+        if failure is None and result is not None and stock is not None:
+            prepared = work.inputs[setting.label]
+            yield result_row(work.example, setting, (prepared.vision_tokens, prepared.llm_tokens), result, stock)
+            continue
+        if failure is None:  # never expected: every needed setting ran or failed
             failure = Failure(work.example.path, f"{work.example.path}: internal error: {setting.label} gave no "
                               "result", kind="internal")
-        if failure is not None:
-            yield error_row(work.example, setting, failure.error, stock)
-            continue
-        assert result is not None and stock is not None
-        prepared = work.inputs[setting.label]
-        yield result_row(work.example, setting, (prepared.vision_tokens, prepared.llm_tokens), result, stock)
+            work.failures[setting.label] = failure
+        yield error_row(work.example, setting, failure.error, stock)
 
 
 def _failure(work: _Work, setting: EvalSetting, plan: EvalPlan) -> Failure | None:

@@ -116,11 +116,16 @@ class EvalSetting:
             return None
         return self.config.alpha
 
+    @property
+    def apt_config(self) -> APTConfig:
+        """The APT selection's settings (of the APT setting a baseline is matched to); ``ValueError`` for stock."""
+        if self.config is None:
+            raise ValueError("the stock setting has no APT settings")
+        return self.config
+
     def apt_kwargs(self, config: APTConfig | None = None) -> dict[str, Any]:
         """The APT image processor's per-call settings (``images_kwargs``) of ``config`` (default: this one's)."""
-        config = config or self.config
-        if config is None:
-            raise ValueError("the stock setting has no APT settings")
+        config = config or self.apt_config
         return {
             "patch_selection_method": str(config.method),
             "alpha": config.alpha,
