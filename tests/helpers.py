@@ -163,29 +163,48 @@ CHAT_TEMPLATE = (
     "{% endfor %}<|im_end|> {% endfor %}{% if add_generation_prompt %}<|im_start|> assistant {% endif %}"
 )
 CHECKPOINT_MAX_PIXELS = 56 * 56 * 16  # 224 x 224 for a square photo: 256 base patches, quick on a CPU
+# The Qwen3 families' 16-px patches: 256 x 256 for a square photo, 256 base patches too.
+CHECKPOINT_MAX_PIXELS_16 = 64 * 64 * 16
+# family -> (tiny preset, transformers model class, processor class, video processor class)
+CHECKPOINT_CLASSES = {
+    "qwen2-vl": ("tiny", "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", "Qwen2VLVideoProcessor"),
+    "qwen2.5-vl": ("tiny-qwen2.5-vl", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor",
+                   "Qwen2VLVideoProcessor"),
+    "qwen3-vl": ("tiny-qwen3-vl", "Qwen3VLForConditionalGeneration", "Qwen3VLProcessor", "Qwen3VLVideoProcessor"),
+    "qwen3.5": ("tiny-qwen3.5", "Qwen3_5ForConditionalGeneration", "Qwen3VLProcessor", "Qwen3VLVideoProcessor"),
+}
 
 
-def save_tiny_checkpoint(folder: Path, chat_template: bool = True) -> Path:
-    """A random tiny Qwen2-VL checkpoint as ``save_pretrained`` writes it: model, word-level tokenizer built in
-    code (Qwen's vision and chat tokens), processor (and its chat template); nothing downloaded."""
+def checkpoint_image_settings(family: str) -> dict:
+    """The image-processor settings of :func:`save_tiny_checkpoint`'s ``family`` (Qwen3's published ones)."""
+    if family in ("qwen3-vl", "qwen3.5"):
+        return {**QWEN3_IMAGE, "max_pixels": CHECKPOINT_MAX_PIXELS_16}
+    return {"max_pixels": CHECKPOINT_MAX_PIXELS}
+
+
+def save_tiny_checkpoint(folder: Path, chat_template: bool = True, family: str = "qwen2-vl") -> Path:
+    """A random tiny checkpoint of ``family`` (its ``tiny`` preset) as ``save_pretrained`` writes it: model,
+    word-level tokenizer built in code (Qwen's vision and chat tokens), processor (and its chat template);
+    nothing downloaded."""
+    import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+    from transformers import PreTrainedTokenizerFast
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
-    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     from apt_viz.bench.presets import preset_config
 
+    preset, model_class, processor_class, video_class = CHECKPOINT_CLASSES[family]
     special = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>"]
     words = [*special, "<unk>", "<pad>", *CHECKPOINT_WORDS]
     backend = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>",
                                         additional_special_tokens=special)
-    processor = Qwen2VLProcessor(
-        image_processor=Qwen2VLImageProcessor(max_pixels=CHECKPOINT_MAX_PIXELS), tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE if chat_template else None,
+    processor = getattr(transformers, processor_class)(
+        image_processor=Qwen2VLImageProcessor(**checkpoint_image_settings(family)), tokenizer=tokenizer,
+        video_processor=getattr(transformers, video_class)(), chat_template=CHAT_TEMPLATE if chat_template else None,
     )
     torch.manual_seed(0)
-    Qwen2VLForConditionalGeneration(preset_config("tiny", tokenizer=tokenizer)).save_pretrained(folder)
+    getattr(transformers, model_class)(preset_config(preset, tokenizer=tokenizer)).save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder

@@ -5,7 +5,9 @@ the same top-1 token and answer, the stock token counts); alpha 0.3 costs fewer 
 tokens, the very numbers ``apt-viz run`` reports for the image; a uniform baseline matched to the
 stock count is the stock model; the random baseline costs APT's vision tokens; the stock pass runs
 once per batch; a missing image is an error row (exit 1); a missing or unusable --model or DATA is
-one line (exit 2); a run killed mid-way completes with --resume without a duplicate row.
+one line (exit 2); a run killed mid-way completes with --resume without a duplicate row. Tiny saved
+checkpoints of Qwen2.5-VL, Qwen3-VL and Qwen3.5 run end to end too (alpha 1.0 and the uniform baseline
+at the stock count are their stock model).
 """
 from __future__ import annotations
 
@@ -24,7 +26,14 @@ from apt_viz.cli import app, route
 from apt_viz.core.qwen2vl import smart_resize
 from apt_viz.imaging import load_image
 
-from helpers import CHECKPOINT_MAX_PIXELS, PHOTO_PATHS, REPO_ROOT, cli_imports
+from helpers import (
+    CHECKPOINT_MAX_PIXELS,
+    PHOTO_PATHS,
+    REPO_ROOT,
+    checkpoint_image_settings,
+    cli_imports,
+    save_tiny_checkpoint,
+)
 
 runner = CliRunner()
 PHOTO_SIZES = [(image.height, image.width) for image in map(load_image, (PHOTO_PATHS["chelsea"], PHOTO_PATHS["rocket"]))]
@@ -156,6 +165,37 @@ def test_the_stock_pass_runs_once_per_batch(eval_checkpoint, tmp_path, monkeypat
                     "--quiet")
     assert result.exit_code == 0, result.output
     assert calls == [2, 2, 2, 1, 1, 1]  # two batches (2 + 1 examples) x three settings, stock once in each
+
+
+# --- every family with an APT model ------------------------------------------------------------------
+
+@pytest.mark.parametrize("family, patch_size", [("qwen2.5-vl", 14), ("qwen3-vl", 16), ("qwen3.5", 16)])
+def test_every_family_from_its_config_json(family, patch_size, tmp_path_factory):
+    """A tiny saved checkpoint of each family (windowed attention, deepstack, a hybrid LLM): the family comes from
+    config.json; budget alpha 1.0 and the uniform baseline at the stock count are the stock model, alpha 0.3 is
+    cheaper, the stock count is the family's resize by hand."""
+    folder = tmp_path_factory.mktemp(f"eval_{family}")
+    checkpoint = save_tiny_checkpoint(folder / "ckpt", family=family)
+    data = write_data(folder / "d.jsonl", [{"image": str(PHOTO_PATHS[name]), "prompt": "what is in the image ?"}
+                                           for name in ("chelsea", "rocket")])
+    result = invoke("eval", data, "--model", checkpoint, "--device", "cpu", "--alpha", "1.0,0.3", "--baselines",
+                    "uniform_equal_vision", "--batch-size", "2", "--max-new-tokens", STEPS, "-o",
+                    folder / "t.parquet", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["model_family"] == family
+    by = rows_by(folder / "t.parquet")
+    max_pixels = checkpoint_image_settings(family)["max_pixels"]
+    for example in (0, 1):
+        stock = by[(example, "stock")]
+        height, width = smart_resize(*PHOTO_SIZES[example], 2 * patch_size, 56 * 56, max_pixels)
+        assert stock["vision_tokens"] == (height // patch_size) * (width // patch_size) == 4 * stock["llm_tokens"]
+        for setting in ("budget alpha=1", "uniform_equal_vision @ budget alpha=1"):
+            row = by[(example, setting)]
+            assert row["first_token_kl"] <= 1e-6 and row["top1_agree"] and row["answer_agree"], setting
+            assert (row["vision_tokens"], row["llm_tokens"]) == (stock["vision_tokens"], stock["llm_tokens"]), setting
+        apt = by[(example, "budget alpha=0.3")]
+        assert apt["error"] is None and apt["vision_tokens"] <= round(0.3 * stock["vision_tokens"])
+        assert apt["llm_tokens"] < stock["llm_tokens"]
 
 
 # --- failures ---------------------------------------------------------------------------------------
