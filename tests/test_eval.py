@@ -198,23 +198,49 @@ def test_every_family_from_its_config_json(family, patch_size, tmp_path_factory)
         assert apt["llm_tokens"] < stock["llm_tokens"]
 
 
+def test_a_folder_with_prompt_on_a_checkpoint_without_chat_template(tmp_path):
+    """A folder of images, each with --prompt; the checkpoint has no chat template, so the placeholder is prepended."""
+    from transformers import AutoProcessor
+
+    from apt_viz.eval.prompts import IMAGE_PLACEHOLDER, prompt_text
+
+    checkpoint = save_tiny_checkpoint(tmp_path / "ckpt", chat_template=False)
+    (tmp_path / "photos").mkdir()
+    for name in ("coffee", "rocket"):
+        (tmp_path / "photos" / f"{name}.jpg").write_bytes(PHOTO_PATHS[name].read_bytes())
+    result = invoke("eval", tmp_path / "photos", "--prompt", "describe this image .", "--model", checkpoint,
+                    "--device", "cpu", "--alpha", "0.3", "--baselines", "none", "--max-new-tokens", "1", "-o",
+                    tmp_path / "t.parquet", "--quiet")
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(tmp_path / "t.parquet").to_pylist()
+    assert sorted((r["image"], r["setting"]) for r in rows) == sorted(
+        (f"{n}.jpg", s) for n in ("coffee", "rocket") for s in ("stock", "budget alpha=0.3"))
+    assert {r["prompt"] for r in rows} == {"describe this image ."} and all(r["error"] is None for r in rows)
+    prompt = prompt_text("describe this image .", AutoProcessor.from_pretrained(checkpoint))
+    assert prompt == IMAGE_PLACEHOLDER + "describe this image ."
+
+
 # --- failures ---------------------------------------------------------------------------------------
 
 def test_a_missing_image_is_an_error_row_and_exit_1(eval_checkpoint, tmp_path):
+    (tmp_path / "notes.jpg").write_text("not an image")
     data = write_data(tmp_path / "d.jsonl", [
         {"image": "nowhere.jpg", "prompt": "what is this ?"},
         {"image": str(PHOTO_PATHS["coffee"]), "prompt": "what is this ?"},
         {"image": str(PHOTO_PATHS["coffee"]), "prompt": "  "},
+        {"image": "notes.jpg", "prompt": "what is this ?"},
     ])
     result = invoke("eval", data, "--model", eval_checkpoint, "--device", "cpu", "--alpha", "0.3", "--baselines",
-                    "none", "--max-new-tokens", "1", "-o", tmp_path / "t.parquet", "--quiet")
+                    "none", "--max-new-tokens", "1", "--batch-size", "4", "-o", tmp_path / "t.parquet", "--quiet")
     assert result.exit_code == 1, result.output
     by = rows_by(tmp_path / "t.parquet")
-    assert len(by) == 6
+    assert len(by) == 8
     for setting in ("stock", "budget alpha=0.3"):
-        assert "nowhere.jpg" in by[(0, setting)]["error"] and by[(0, setting)]["vision_tokens"] is None
+        assert "nowhere.jpg: no such file" in by[(0, setting)]["error"] and by[(0, setting)]["vision_tokens"] is None
         assert by[(1, setting)]["error"] is None and by[(1, setting)]["answer"] is not None
         assert by[(2, setting)]["error"].endswith("empty prompt")
+        assert "notes.jpg: " in by[(3, setting)]["error"] and by[(3, setting)]["first_token_kl"] is None
+        assert "internal error" not in by[(3, setting)]["error"]
     assert "failed: " in result.output and "nowhere.jpg" in result.output
 
 
