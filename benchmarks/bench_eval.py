@@ -1,6 +1,6 @@
 """``apt-viz eval``'s speed: examples/s of a run, and the prefill time of the stock pass against the APT passes.
 
-    python benchmarks/bench_eval.py                      # CUDA, Qwen2-VL-2B preset (random weights); exits 0 without CUDA
+    python benchmarks/bench_eval.py          # CUDA, Qwen2-VL-2B preset (random weights); exits 0 without CUDA
     python benchmarks/bench_eval.py --model ~/models/Qwen2-VL-2B-Instruct     # a real checkpoint folder
     python benchmarks/bench_eval.py --device cpu --preset tiny --megapixels 0.05 --examples 4   # the code path on a CPU
 
@@ -8,8 +8,8 @@ The examples are the bundled photos scaled to about ``--megapixels`` and cycled 
 each with a short question, run through :func:`apt_viz.eval.run.run_eval` (the code ``apt-viz eval``
 runs) after one warm-up example. Printed side by side, in one run:
 
-1. per setting: the mean ``prefill_ms`` (vision encoder + LLM prefill per example, measured by the
-   runner), its ratio to the stock pass, and the mean vision and LLM tokens;
+1. per setting: the median and mean ``prefill_ms`` (vision encoder + LLM prefill per example, measured
+   by the runner), the stock pass's median over the setting's, and the mean vision and LLM tokens;
 2. examples/s of the run with the APT settings only (``--baselines none``) and of the default run
    (every baseline too), each example also paying its stock pass.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -130,13 +131,17 @@ def timed_run(model: Any, examples: list[Any], plan: Any, folder: Path, name: st
     return len(examples) / seconds, pq.read_table(output).to_pylist()
 
 
-def per_setting(rows: list[dict], labels: tuple[str, ...]) -> list[tuple[str, float, float, float]]:
-    """(setting, mean prefill ms, mean vision tokens, mean LLM tokens), in the run's order."""
+def per_setting(rows: list[dict], labels: tuple[str, ...]) -> list[tuple[str, float, float, float, float]]:
+    """(setting, median and mean prefill ms, mean vision tokens, mean LLM tokens), in the run's order.
+
+    The median is the figure to compare: on a shared machine a few examples can take many times the usual time.
+    """
     out = []
     for label in labels:
         mine = [row for row in rows if row["setting"] == label]
-        out.append((label, *(sum(row[key] for row in mine) / len(mine)
-                             for key in ("prefill_ms", "vision_tokens", "llm_tokens"))))
+        times = [row["prefill_ms"] for row in mine]
+        out.append((label, statistics.median(times), statistics.fmean(times),
+                    *(statistics.fmean(row[key] for row in mine) for key in ("vision_tokens", "llm_tokens"))))
     return out
 
 
@@ -174,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
               + ("; a tiny preset on a CPU exercises the code path only" if device.type == "cpu" else ""))
     settings = per_setting(rows, plain.labels)
     stock_ms = settings[0][1]
-    print(f"\n  {'setting':<22} {'prefill ms':>11} {'stock / it':>11} {'vision tokens':>14} {'LLM tokens':>11}")
-    for label, ms, vision, llm in settings:
-        print(f"  {label:<22} {ms:11.1f} {stock_ms / ms:10.2f}x {vision:14.0f} {llm:11.0f}")
+    print(f"\n  {'setting':<22} {'prefill ms (median)':>20} {'(mean)':>8} {'stock / it':>11} {'vision tokens':>14} "
+          f"{'LLM tokens':>11}")
+    for label, median, mean, vision, llm in settings:
+        print(f"  {label:<22} {median:20.1f} {mean:8.1f} {stock_ms / median:10.2f}x {vision:14.0f} {llm:11.0f}")
     print(f"\n  examples/s: {rate:.2f} with stock + {len(selections)} APT setting(s); {full_rate:.2f} with every "
           f"baseline too ({len(full.settings)} settings per example)")
     return 0
