@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,6 +127,28 @@ def test_the_tokens_are_those_apt_viz_run_reports(finished, eval_checkpoint, tmp
         row = by[(example, "budget alpha=0.3")]
         assert (row["vision_tokens"], row["llm_tokens"]) == (record["vision_tokens"], record["llm_tokens"])
         assert by[(example, "stock")]["vision_tokens"] == record["base_tokens"]
+
+
+def test_the_scorer_reaches_the_apt_settings_and_resume_checks_it(eval_checkpoint, tmp_path):
+    """--scorer laplacian: the APT rows' tokens are apt-viz run --scorer laplacian's (budget alpha 0.5 keeps a
+    different count per scorer on these photos); --resume with another scorer is refused in one line."""
+    names = ("chelsea", "rocket")
+    data = write_data(tmp_path / "d.jsonl", [{"image": str(PHOTO_PATHS[n]), "prompt": "what is this ?"} for n in names])
+    argv = ["eval", data, "--model", eval_checkpoint, "--device", "cpu", "--alpha", "0.5", "--baselines", "none",
+            "--max-new-tokens", "1", "-o", tmp_path / "t.parquet", "--quiet"]
+    assert invoke(*argv, "--scorer", "laplacian").exit_code == 0
+    by = rows_by(tmp_path / "t.parquet")
+    for scorer in ("laplacian", "entropy"):
+        result = invoke("run", *(PHOTO_PATHS[n] for n in names), "--model", eval_checkpoint, "-m", "budget",
+                        "--alpha", "0.5", "--scorer", scorer, "--stats-only", "--json", "--device", "cpu", "-o",
+                        tmp_path / scorer)
+        tokens = [(r["vision_tokens"], r["llm_tokens"]) for r in json.loads(result.stdout)["images"]]
+        ours = [(by[(e, "budget alpha=0.5")]["vision_tokens"], by[(e, "budget alpha=0.5")]["llm_tokens"])
+                for e in (0, 1)]
+        assert (tokens == ours) == (scorer == "laplacian"), (scorer, tokens, ours)
+    result = invoke(*argv, "--resume")  # the default scorer, entropy
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "scorer 'laplacian' (now 'entropy')" in result.output
 
 
 def test_summary_json_and_the_page(finished):
@@ -244,8 +267,8 @@ def test_a_missing_image_is_an_error_row_and_exit_1(eval_checkpoint, tmp_path):
     assert "failed: " in result.output and "nowhere.jpg" in result.output
 
 
-@pytest.mark.parametrize("case", ["no --model", "no such folder", "not a checkpoint", "no APT model", "bad DATA",
-                                  "no DATA"])
+@pytest.mark.parametrize("case", ["no --model", "no such folder", "not a checkpoint", "no APT model",
+                                  "weights do not load", "bad DATA", "no DATA"])
 def test_bad_model_or_data_is_one_line_and_exit_2(case, eval_checkpoint, tmp_path, monkeypatch):
     data = write_data(tmp_path / "d.jsonl", [{"image": str(PHOTO_PATHS["coffee"]), "prompt": "what is this ?"}])
     model = ["--model", eval_checkpoint]
@@ -254,6 +277,7 @@ def test_bad_model_or_data_is_one_line_and_exit_2(case, eval_checkpoint, tmp_pat
         "no such folder": "not a folder",
         "not a checkpoint": "model_type 'llava' is not a model family apt-viz knows",
         "no APT model": "no APT model for family qwen2-vl yet",
+        "weights do not load": "cannot load the qwen2-vl checkpoint (SafetensorError: ",
         "bad DATA": "d.jsonl:2: not JSON",
         "no DATA": "missing.jsonl: no such file or folder",
     }[case]
@@ -269,6 +293,10 @@ def test_bad_model_or_data_is_one_line_and_exit_2(case, eval_checkpoint, tmp_pat
         import apt_viz.hf
 
         monkeypatch.delattr(apt_viz.hf, "APTQwen2VLForConditionalGeneration")
+    elif case == "weights do not load":
+        shutil.copytree(eval_checkpoint, tmp_path / "ckpt")
+        (tmp_path / "ckpt" / "model.safetensors").write_text("not weights")
+        model = ["--model", tmp_path / "ckpt"]
     elif case == "bad DATA":
         with open(data, "a") as handle:
             handle.write("{not json\n")
@@ -278,7 +306,7 @@ def test_bad_model_or_data_is_one_line_and_exit_2(case, eval_checkpoint, tmp_pat
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0] and lines[0].startswith("apt-viz eval: error: "), result.output
-    assert not (tmp_path / "t.parquet").exists()
+    assert not (tmp_path / "t.parquet").exists() and not (tmp_path / "t.parquet.partial").exists()
 
 
 def test_help_imports_neither_torch_nor_transformers():

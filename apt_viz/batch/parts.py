@@ -234,6 +234,14 @@ class PartsTable:
                 os.close(self._lock_fd)
             self._lock_fd = None
 
+    def abandon(self) -> None:
+        """Release the lock and, when no part was committed, remove OUT.partial: a run that stopped before its
+        first row (its model did not load) leaves nothing behind."""
+        parts = self._parts()
+        self.close()
+        if not parts:
+            shutil.rmtree(self.partial, ignore_errors=True)
+
     def __enter__(self) -> Self:
         return self
 

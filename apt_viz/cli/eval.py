@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 
-from ..core.config import BudgetUnit, Method
+from ..core.config import BudgetUnit, Method, Scorer
 from ..eval.settings import BASELINE_NAMES, DType
 from .app import EXIT_CODES_TEXT, EXIT_INTERRUPTED, EXIT_USAGE, app, exit_code
 from .options import (
@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..eval.run import EvalReport
     from ..eval.settings import EvalPlan
     from ..eval.summary import SettingSummary
+    from ..eval.table import EvalTable
 
 DEFAULT_EVAL_OUTPUT = "eval.parquet"
 DEFAULT_ALPHA = "0.3"
@@ -64,6 +65,7 @@ HELP = {
     "config.json. Required.",
     "prompt": "The prompt of every image of a folder (and of JSONL lines without one).",
     "baselines": f"Baselines at each APT setting's cost, comma-separated: {', '.join(BASELINE_NAMES)}; or none.",
+    "scorer": "Importance scorer of the APT settings.",
     "max_new_tokens": "Greedy answer length limit.",
     "output": "The Parquet table to write (its summary and HTML page go beside it).",
     "resume": "Keep the rows already in the table (or left by an interrupted run) and add the missing ones.",
@@ -82,6 +84,7 @@ def eval_command(
     alpha: AlphaListOption = None,
     thresholds: ThresholdGridOption = None,
     budget_unit: BudgetUnitOption = BudgetUnit.VISION,
+    scorer: Annotated[Scorer, typer.Option(help=HELP["scorer"])] = Scorer.ENTROPY,
     baselines: Annotated[str, typer.Option(help=HELP["baselines"])] = ",".join(BASELINE_NAMES),
     prompt: Annotated[Optional[str], typer.Option(help=HELP["prompt"], show_default=False)] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, help=HELP["max_new_tokens"])] = 16,
@@ -112,10 +115,13 @@ def eval_command(
     if patch_selection_method is not Method.BUDGET and budget_unit is not BudgetUnit.VISION:
         raise typer.BadParameter(f"--budget-unit applies to budget, not {patch_selection_method}")
     device_name = resolve_device_name(device)
-    plan = _plan(model, patch_selection_method, alpha, thresholds, budget_unit, baselines, max_new_tokens, seed)
+    plan = _plan(model, patch_selection_method, alpha, thresholds, budget_unit, scorer, baselines, max_new_tokens,
+                 seed)
     examples = _examples(data, prompt)
-    loaded = _load(model, device_name, dtype)
-    report, rows = _run(plan, loaded, examples, output, batch_size, resume, max_image_pixels or None, debug,
+    # The table first: a --resume of another run's table is refused before minutes of model loading.
+    table = _open_table(output, _run_settings(plan, model, device_name, dtype, examples), resume)
+    loaded = _load(model, device_name, dtype, table)
+    report, rows = _run(plan, loaded, examples, table, batch_size, max_image_pixels or None, debug,
                         quiet or json_output, started)
     _finish(plan, loaded, examples, report, rows, output, data, html_examples, quiet, json_output)
 
@@ -128,7 +134,7 @@ def _usage_error(message: str) -> NoReturn:
 
 
 def _plan(model: str, method: Method, alpha: str | None, thresholds: Sequence[str] | None, budget_unit: BudgetUnit,
-          baselines: str, max_new_tokens: int, seed: int) -> EvalPlan:
+          scorer: Scorer, baselines: str, max_new_tokens: int, seed: int) -> EvalPlan:
     from ..checkpoint import read_checkpoint
     from ..core.config import APTConfig
     from ..eval.settings import EvalPlan, parse_baselines
@@ -140,7 +146,7 @@ def _plan(model: str, method: Method, alpha: str | None, thresholds: Sequence[st
     except ValueError as exc:
         _usage_error(str(exc))
     try:
-        config = APTConfig(**checkpoint.config_fields(), seed=seed)
+        config = APTConfig(**checkpoint.config_fields(), scorer=scorer, seed=seed)
         if alpha is None and method is Method.BUDGET:
             alpha = DEFAULT_ALPHA
         alphas = parse_alpha_values(alpha) if alpha is not None else []
@@ -160,7 +166,7 @@ def _examples(data: str, prompt: str | None) -> list[Example]:
         _usage_error(str(exc))
 
 
-def _load(model: str, device: str, dtype: DType) -> EvalModel:
+def _load(model: str, device: str, dtype: DType, table: EvalTable) -> EvalModel:
     import torch
 
     from ..eval.model import load_eval_model
@@ -168,44 +174,57 @@ def _load(model: str, device: str, dtype: DType) -> EvalModel:
     try:
         return load_eval_model(model, torch.device(device), dtype)
     except ValueError as exc:
+        table.abandon()
+        _usage_error(str(exc))
+    except BaseException:  # Ctrl-C or a bug while loading: nothing was written, leave no OUT.partial
+        table.abandon()
+        raise
+
+
+def _open_table(output: str, run_settings: dict[str, Any], resume: bool) -> EvalTable:
+    from ..batch.parts import TableError
+    from ..eval.table import EvalTable
+
+    try:
+        return EvalTable(output, run_settings, resume=resume)
+    except TableError as exc:
         _usage_error(str(exc))
 
 
 # --- running ----------------------------------------------------------------------------------------
 
-def _run_settings(plan: EvalPlan, loaded: EvalModel, examples: Sequence[Example]) -> dict[str, Any]:
+def _run_settings(plan: EvalPlan, model: str, device: str, dtype: DType, examples: Sequence[Example]) -> dict[str, Any]:
     """What must match for ``--resume`` to add to a table."""
+    import torch
+
+    from ..checkpoint import read_checkpoint
     from ..eval.data import data_fingerprint
 
     image_settings = plan.config.to_dict()
     return {
-        "model": os.path.abspath(loaded.checkpoint.path),
-        "model_type": loaded.checkpoint.model_type,
-        "dtype": str(loaded.dtype).removeprefix("torch."),
+        "model": os.path.abspath(model),
+        "model_type": read_checkpoint(model).model_type,  # read by _plan already: it cannot fail here
+        "dtype": str(dtype.torch_dtype(torch.device(device))).removeprefix("torch."),
         "max_new_tokens": plan.max_new_tokens,
+        "scorer": str(plan.config.scorer),  # the APT settings' maps (the setting labels leave it out)
+        "seed": plan.config.seed,  # the random scorer's and the random baseline's maps
         "data": data_fingerprint(examples),
         "processor": {name: image_settings[name] for name in ("patch_size", "merge_size", "min_pixels", "max_pixels",
                                                                "resize", "backend")},
     }
 
 
-def _run(plan: EvalPlan, loaded: EvalModel, examples: Sequence[Example], output: str, batch_size: int, resume: bool,
+def _run(plan: EvalPlan, loaded: EvalModel, examples: Sequence[Example], table: EvalTable, batch_size: int,
          max_image_pixels: int | None, debug: bool, quiet: bool, started: float) -> tuple[EvalReport, list[dict]]:
     import pyarrow.parquet as pq
     from rich.console import Console
 
-    from ..batch.parts import TableError
     from ..batch.progress import progress_bar
     from ..batch.workers import graceful_stop
     from ..eval.run import EvalReport, run_eval
-    from ..eval.table import EvalTable
 
     err = Console(stderr=True, highlight=False)
     report = EvalReport(examples=len(examples))
-    try:
-        table = EvalTable(output, _run_settings(plan, loaded, examples), resume=resume)
-    except TableError as exc:
-        _usage_error(str(exc))
     try:
         with table, graceful_stop() as stop:
             run_eval(plan, loaded, examples, table, batch_size=batch_size, max_image_pixels=max_image_pixels,
@@ -218,7 +237,7 @@ def _run(plan: EvalPlan, loaded: EvalModel, examples: Sequence[Example], output:
                   "table", markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     report.seconds = time.perf_counter() - started
-    return report, pq.read_table(output).to_pylist()
+    return report, pq.read_table(table.output).to_pylist()
 
 
 # --- the end ----------------------------------------------------------------------------------------

@@ -100,13 +100,23 @@ def load_eval_model(path: str | os.PathLike, device: torch.device, dtype: DType 
     family = family_spec(checkpoint.model_family)
     model_class, apt_processor_class = apt_classes(family)
     torch_dtype = dtype.torch_dtype(device)
+    # transformers' "Loading weights" bar would break the one-line error of a folder that does not load, and
+    # run's own progress bar follows.
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
     try:
         stock_processor = getattr(transformers, family.processor_class).from_pretrained(folder)
         apt_processor = apt_processor_class.from_pretrained(folder)
         model = model_class.from_pretrained(folder, dtype=torch_dtype)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{folder}: cannot load the {family.family} checkpoint ({first})") from None
+    except Exception as exc:
+        # Whatever the folder's files make transformers or safetensors raise (OSError, a safetensors header
+        # error, a state-dict size mismatch, ...) is the folder's fault, not apt-viz's: exit 2.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ModelError(f"{folder}: cannot load the {family.family} checkpoint ({type(exc).__name__}"
+                         f"{': ' + first if first else ''})") from None
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     if getattr(stock_processor, "tokenizer", None) is None:
         raise ModelError(f"{folder}: no tokenizer (save the processor with its tokenizer in the folder)")
     return EvalModel(checkpoint, family, model.to(device).eval(), stock_processor, apt_processor, device, torch_dtype)
