@@ -14,7 +14,7 @@ from apt_viz.eval.prompts import IMAGE_PLACEHOLDER, Placement, placement, prompt
 from apt_viz.eval.settings import Baseline, EvalPlan, parse_baselines
 from apt_viz.stats.settings import settings_of
 
-from helpers import CHAT_TEMPLATE, PHOTO_PATHS
+from helpers import CHAT_TEMPLATE, PHOTO_PATHS, REPO_ROOT
 
 # --- DATA --------------------------------------------------------------------------------------------
 
@@ -126,3 +126,26 @@ def test_settings_are_stock_then_each_apt_setting_with_its_baselines():
     llm = EvalPlan(APTConfig(), settings_of("budget", [0.3]), (), budget_unit="llm")
     assert llm.labels == ("stock", "budget alpha=0.3 unit=llm")
     assert llm.settings[1].apt_kwargs()["budget_unit"] == "llm"
+
+
+# --- docs/eval.md's export of a datasets dataset ------------------------------------------------------
+
+def test_the_export_snippet_of_docs_eval_writes_data_eval_reads(tmp_path):
+    """The snippet, run on rows shaped as a datasets dataset yields them (PIL images, VQAv2-style answer lists)."""
+    from PIL import Image
+
+    text = (REPO_ROOT / "docs" / "eval.md").read_text()
+    block = next(b for b in text.split("```python")[1:] if "def export_vqa" in b).split("```")[0]
+    namespace: dict = {}
+    exec(block, namespace)
+    photo = Image.open(PHOTO_PATHS["chelsea"])
+    rows = [
+        {"image": photo, "question": "What animal is this?", "answers": [{"answer": "cat", "answer_id": 1}]},
+        {"image": photo.convert("L"), "question": "Is it red?", "answers": []},
+    ]
+    namespace["export_vqa"](rows, tmp_path / "vqa", answer="answers")
+    first, second = read_examples(tmp_path / "vqa" / "data.jsonl")
+    assert (first.image, first.prompt, first.gold) == ("images/000000.png", "What animal is this?", "cat")
+    assert (second.prompt, second.gold) == ("Is it red?", None)
+    saved = Image.open(first.path)
+    assert saved.mode == "RGB" and saved.tobytes() == photo.convert("RGB").tobytes()  # PNG: the same pixels
