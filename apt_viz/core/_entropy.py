@@ -199,14 +199,12 @@ def merge_children(counts: torch.Tensor, child_area: int, name: str) -> torch.Te
     """Histograms of the next grid (B, R/2, C/2, bins): each cell's 2x2 children summed, rows then columns."""
     batch, rows, cols, bins = counts.shape
     dtype = count_dtype(4 * child_area, counts.device)
+    if counts.dtype != dtype:  # widen first (one pass): the sum of two cells may not fit the children's type
+        # (into a workspace buffer: an add of mixed types would allocate the widened copy every call)
+        counts = workspace(counts.device, f"{name}-widened", tuple(counts.shape), dtype).copy_(counts)
     pairs = counts.view(batch, rows // 2, 2, cols, bins)
     half = workspace(counts.device, f"{name}-rows", (batch, rows // 2, cols, bins), dtype)
-    if counts.dtype == dtype:
-        torch.add(pairs[:, :, 0], pairs[:, :, 1], out=half)
-    else:  # widen first: the sum of two cells may not fit the children's type
-        # (into a workspace buffer: an add of mixed types would allocate the widened copy every call)
-        second = workspace(counts.device, f"{name}-widened", tuple(half.shape), dtype).copy_(pairs[:, :, 1])
-        half.copy_(pairs[:, :, 0]).add_(second)
+    torch.add(pairs[:, :, 0], pairs[:, :, 1], out=half)
     pairs = half.view(batch, rows // 2, cols // 2, 2, bins)
     merged = workspace(counts.device, name, (batch, rows // 2, cols // 2, bins), dtype)
     return torch.add(pairs[:, :, :, 0], pairs[:, :, :, 1], out=merged)
