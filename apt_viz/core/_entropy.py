@@ -219,7 +219,7 @@ def entropy_table(area: int, device: torch.device) -> torch.Tensor:
     return (-(p * torch.log2(p + 1e-10))).to(torch.float32)
 
 
-def dense_entropy(counts: torch.Tensor, area: int, chunk: int = 1024) -> torch.Tensor:
+def dense_entropy(counts: torch.Tensor, area: int, chunk: int = 2048) -> torch.Tensor:
     """(B, R, C) entropies: per cell, ``torch.sum`` of the ``bins`` terms looked up in :func:`entropy_table`.
 
     Cells are processed ``chunk`` at a time on the CPU so the float temporaries stay small.
