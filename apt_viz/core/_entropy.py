@@ -143,13 +143,20 @@ def gray_levels(images: torch.Tensor, top: int, bins: int, levels: torch.Tensor)
     if torch.promote_types(pixels.dtype, torch.float32) != torch.float32:  # e.g. float64: to float32 first
         pixels = workspace(device, "pixels", tuple(pixels.shape), torch.float32).copy_(pixels)
     weights, folded = _gray_weights(bins, channels == 3, device)
-    torch.mul(pixels[:, 0], weights[0], out=gray)  # uint8 input is converted exactly on the way
+
+    def product(channel: int, out: torch.Tensor) -> torch.Tensor:
+        if pixels.dtype == torch.float32:
+            return torch.mul(pixels[:, channel], weights[channel], out=out)
+        # e.g. uint8: converted (exactly) first, then multiplied; about 20% faster than a mixed-type mul
+        return out.copy_(pixels[:, channel]).mul_(weights[channel])
+
+    product(0, gray)
     if channels == 3:
         # Channel by channel through one plane-sized buffer rather than a 3-channel product buffer:
         # the image is read once and what is written stays in the core's cache.
-        product = workspace(device, "product", (batch, inside, width), torch.float32)
-        gray.add_(torch.mul(pixels[:, 1], weights[1], out=product))
-        gray.add_(torch.mul(pixels[:, 2], weights[2], out=product))
+        buffer = workspace(device, "product", (batch, inside, width), torch.float32)
+        gray.add_(product(1, buffer))
+        gray.add_(product(2, buffer))
     if not folded:
         gray.mul_(bins / 256.0)
     if images.dtype != torch.uint8:  # uint8 gray is below 255: its levels are already in range
