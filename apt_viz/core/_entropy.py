@@ -24,6 +24,7 @@ from .grids import Maps, grid_shape, scale_sizes
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 _STRIP_PIXELS = 1 << 18  # pixels per strip of cell rows: its buffers stay in the core's caches
 _INT32_KEYS = 1 << 31  # keys of a strip below this are computed in int32
+_T = TypeVar("_T")
 
 
 def entropy_maps(images: torch.Tensor, patch_size: int, num_scales: int, bins: int, pad_value: float) -> Maps:
@@ -55,7 +56,6 @@ def entropy_maps(images: torch.Tensor, patch_size: int, num_scales: int, bins: i
 # the same photo). A buffer larger than the limit is allocated per call instead (a one-off huge
 # batch should not pin its memory for good). On GPUs the caching allocator does this.
 _WORKSPACE = threading.local()
-_T = TypeVar("_T")
 _WORKSPACE_LIMIT_BYTES = 256 << 20
 
 
