@@ -53,7 +53,7 @@ def main() -> None:
 
     from apt_viz.analysis import analyze_image
     from apt_viz.batch.inputs import InputItem
-    from apt_viz.batch.pool import ImageJob
+    from apt_viz.batch.jobs import ImageJob
     from apt_viz.core.config import APTConfig
     from apt_viz.fidelity import fidelity_views, measure_fidelity, ssim
     from apt_viz.imaging import load_image
