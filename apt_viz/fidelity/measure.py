@@ -18,7 +18,6 @@ from ..core.accounting import TokenStats
 from ..core.config import APTConfig, BudgetUnit, Method, Scorer
 from ..core.pipeline import run_apt
 from ..core.scoring import compute_patch_entropy_batched
-from ..imaging import pil_to_tensor
 from .metrics import detail_mask, pixel_error, psnr_of_error, ssim
 from .reconstruction import reconstruct
 from .uniform import UniformView, uniform_view
@@ -101,7 +100,7 @@ def fidelity_views(analysis: ImageAnalysis, original: Image.Image) -> FidelityVi
     """
     config = analysis.config
     device = resolve_device(config.device)
-    pixels = pil_to_tensor(analysis.resized).to(device)  # [0, 255], as scored
+    pixels = analysis.pixels.unsqueeze(0).to(device).float()  # [0, 255], as scored (no round trip through PIL)
     reference = pixels / 255.0
     masks = {size: mask.unsqueeze(0).to(device) for size, mask in analysis.masks.items()}
     stats = analysis.stats

@@ -3,7 +3,8 @@
 - :func:`psnr`: 10 log10(1 / MSE) over all pixels and channels (None for an exact image).
 - :func:`ssim`: scikit-image's ``structural_similarity(gaussian_weights=True, sigma=1.5,
   use_sample_covariance=False, data_range=1, channel_axis=-1)`` (the definition, float64),
-  computed in float32 (OpenCV's separable filter) with the reference's moments shared by several candidates, within
+  computed with OpenCV's separable filter, the reference's moments (float64) shared by several
+  candidates, each candidate's from its float32 difference to the reference, within
   :data:`SSIM_TOLERANCE` of it (docs/fidelity.md says why).
 - :func:`detail_mask` and ``psnr(..., mask=...)`` (or :func:`psnr_of_error` on one
   :func:`pixel_error` map): ``psnr_detail``, the PSNR over the 25% of base
@@ -26,7 +27,7 @@ SSIM_WINDOW = 11  # Gaussian window of scikit-image's gaussian_weights=True: rad
 SSIM_RADIUS = SSIM_WINDOW // 2
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2, SSIM_DATA_RANGE = 0.01, 0.03, 1.0  # scikit-image's defaults; images in [0, 1]
-SSIM_SHIFT = 0.5  # float32 moments are taken of x - 0.5
+SSIM_SHIFT = 0.5  # the reference's moments and the cross moment are taken of x - 0.5
 SSIM_TOLERANCE = 1e-6  # |apt-viz's float32 SSIM - scikit-image's float64 SSIM| at most (docs/contract.md section 9)
 
 
@@ -57,11 +58,14 @@ def pixel_error(reference: torch.Tensor, candidate: torch.Tensor) -> torch.Tenso
 
 def psnr_of_error(error: torch.Tensor, mask: torch.Tensor | None = None) -> float | None:
     """:func:`psnr` from a :func:`pixel_error` map (summed in float64), over ``mask``'s pixels if given."""
+    count = error.numel()
     if mask is not None:
-        error = error[mask.to(error.device)]
-    if error.numel() == 0:
+        mask = mask.to(error.device)
+        count = int(mask.sum())
+        error = torch.where(mask, error, 0)  # the masked pixels' sum, without gathering them (2x faster)
+    if count == 0:
         return None
-    mse = float(error.sum(dtype=torch.float64)) / error.numel()
+    mse = float(error.sum(dtype=torch.float64)) / count
     return None if mse == 0 else 10 * math.log10(1 / mse)
 
 
@@ -100,14 +104,16 @@ def detail_mask(base_entropy: torch.Tensor, image_hw: ImageHW, patch_size: int,
 class SSIMReference:
     """The reference side of SSIM, computed once and shared by every candidate (:func:`ssim_reference`).
 
-    The maps are cropped to the part of the image the SSIM mean counts (without the 5-pixel border).
+    The maps (float32, computed in float64) are cropped to the part of the image the SSIM mean
+    counts: (C, H - 10, W - 10), without the 5-pixel border.
     """
 
+    planes: np.ndarray  # (C, H, W) float32: the reference
     shifted: np.ndarray  # (C, H, W) float32: the reference minus SSIM_SHIFT
-    mean: np.ndarray  # (C, H - 10, W - 10) float32: its local means (of the shifted values)
-    twice_mean: np.ndarray  # 2 mean_x, of the unshifted values
-    mean_square: np.ndarray  # mean_x^2, of the unshifted values
-    variance: np.ndarray  # its local variances
+    shifted_mean: np.ndarray  # local means of ``shifted``
+    mean: np.ndarray  # local means: mu_x
+    mean_square: np.ndarray  # mu_x^2 (the float32 product of ``mean``)
+    variance: np.ndarray  # local variances: sigma_x^2
 
 
 def ssim_reference(reference: torch.Tensor) -> SSIMReference | None:
@@ -123,10 +129,13 @@ def ssim_reference(reference: torch.Tensor) -> SSIMReference | None:
     if min(planes.shape[-2:]) < SSIM_WINDOW:
         return None
     channels = planes.shape[0]
-    moments = _gaussian(np.concatenate([planes, planes * planes]), in_place=True)[_INNER]
-    mean = moments[:channels]
-    unshifted = mean + np.float32(SSIM_SHIFT)
-    return SSIMReference(planes, mean, 2 * unshifted, unshifted * unshifted, moments[channels:] - mean * mean)
+    shifted = planes - np.float32(SSIM_SHIFT)  # E[x^2] - E[x]^2 loses less on values around 0
+    moments = _gaussian(np.concatenate([shifted, shifted * shifted]), exact=True)[_INNER]
+    shifted_mean = moments[:channels]
+    variance = moments[channels:] - shifted_mean * shifted_mean
+    mean = (shifted_mean + SSIM_SHIFT).astype(np.float32)
+    return SSIMReference(planes, shifted, shifted_mean.astype(np.float32), mean, mean * mean,
+                         variance.astype(np.float32))
 
 
 def ssim(reference: torch.Tensor, candidates: Sequence[torch.Tensor], *, threads: int | None = None,
@@ -137,13 +146,20 @@ def ssim(reference: torch.Tensor, candidates: Sequence[torch.Tensor], *, threads
     ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
     data_range=1, channel_axis=-1)`` in float64: the mean of the SSIM map without the 5-pixel
     border it crops, averaged over channels. It is computed here with the same Gaussian window
-    and borders (scipy's ``reflect``), applied by OpenCV's separable filter in float32 (2 to 3
-    times faster than scipy's, which scikit-image calls: docs/fidelity.md), once for the
-    reference's moments and once per candidate for its own and the cross moment (three maps
-    instead of five), on values shifted by -0.5 (the variances E[x^2] - E[x]^2 lose less there),
-    the formula evaluated in place on the cropped maps, each map's mean summed in float64. The
-    result is within :data:`SSIM_TOLERANCE` of the definition (measured: below 1e-7 on the
-    bundled photos; tests compare it with scikit-image).
+    and borders (scipy's ``reflect``), applied by OpenCV's separable filter (2 to 3 times faster
+    than scipy's, which scikit-image calls: docs/fidelity.md):
+
+    - the reference's mean and variance once, in float64 (:func:`ssim_reference`);
+    - per candidate y, three float32 maps of its difference d = y - x from the reference x:
+      mu_d, E[d^2] and E[(x - 0.5) d], which give mu_y = mu_x + mu_d,
+      sigma_xy = sigma_x^2 + cov(x, d) and sigma_y^2 = sigma_xy + cov(x, d) + var(d). Their
+      float32 rounding scales with d, not with the pixel values: where the candidate is close to
+      the reference (flat areas, kept patches) the cancellation of E[y^2] - E[y]^2 is gone;
+    - the formula in place on the cropped maps, each map's mean summed in float64.
+
+    The result is within :data:`SSIM_TOLERANCE` of the definition (measured: at most 4e-9 on the
+    bundled photos; tests compare it with scikit-image), and exactly 1 for a candidate equal to
+    the reference.
 
     Args:
         reference: (1, C, H, W) or (C, H, W) RGB in [0, 1], any device.
@@ -159,38 +175,42 @@ def ssim(reference: torch.Tensor, candidates: Sequence[torch.Tensor], *, threads
     if target is None:
         return [None] * len(candidates)
     c1, c2 = _constants()
-    shift = np.float32(SSIM_SHIFT)
-    channels = target.shifted.shape[0]
+    channels = target.planes.shape[0]
 
     def score(candidate: torch.Tensor) -> float:
         planes = _planes(candidate)
-        if planes.shape != target.shifted.shape:
-            raise ValueError(f"SSIM of a {tuple(planes.shape)} candidate against a {tuple(target.shifted.shape)} "
+        if planes.shape != target.planes.shape:
+            raise ValueError(f"SSIM of a {tuple(planes.shape)} candidate against a {tuple(target.planes.shape)} "
                              "reference")
         moments = np.empty((3 * channels, *planes.shape[1:]), dtype=np.float32)
-        moments[:channels] = planes
-        np.multiply(planes, planes, out=moments[channels : 2 * channels])
-        np.multiply(planes, target.shifted, out=moments[2 * channels :])
+        difference = np.subtract(planes, target.planes, out=moments[:channels])
+        np.multiply(difference, difference, out=moments[channels : 2 * channels])
+        np.multiply(difference, target.shifted, out=moments[2 * channels :])
         moments = _gaussian(moments, in_place=True)[_INNER]
-        mean, square, cross = moments[:channels], moments[channels : 2 * channels], moments[2 * channels :]
-        # The formula in place on the maps, one float32 step at a time in the order of the plain
-        # expression (so a candidate equal to the reference gives exactly 1), with one temporary.
-        work = np.multiply(target.mean, mean)
-        cross -= work
-        cross *= 2
-        cross += c2  # 2 cov + C2
+        mean, spread, cross = moments[:channels], moments[channels : 2 * channels], moments[2 * channels :]
+        # In place on the maps, one float32 step at a time, with one temporary. A candidate equal to
+        # the reference has mean = spread = cross = 0 here, and every step below then gives the same
+        # value on both sides of the ratio: exactly 1.
+        work = np.multiply(target.shifted_mean, mean)
+        cross -= work  # cov(x, d)
         np.multiply(mean, mean, out=work)
-        square -= work  # var_y
-        square += target.variance
-        square += c2  # var_x + var_y + C2
-        mean += shift  # mean_y, unshifted
-        np.multiply(target.twice_mean, mean, out=work)
+        spread -= work  # var(d)
+        spread += cross
+        np.add(target.variance, cross, out=cross)  # sigma_xy
+        spread += cross  # sigma_y^2
+        cross *= 2
+        cross += c2  # 2 sigma_xy + C2
+        spread += target.variance
+        spread += c2  # sigma_x^2 + sigma_y^2 + C2
+        mean += target.mean  # mu_y
+        np.multiply(target.mean, mean, out=work)
+        work *= 2
         work += c1
-        work *= cross  # (2 mean_x mean_y + C1)(2 cov + C2)
+        work *= cross  # (2 mu_x mu_y + C1)(2 sigma_xy + C2)
         mean *= mean
         mean += target.mean_square
         mean += c1
-        mean *= square  # (mean_x^2 + mean_y^2 + C1)(var_x + var_y + C2)
+        mean *= spread  # (mu_x^2 + mu_y^2 + C1)(sigma_x^2 + sigma_y^2 + C2)
         work /= mean
         return float(np.mean([plane.mean(dtype=np.float64) for plane in work]))
 
@@ -212,9 +232,8 @@ def _constants() -> tuple[np.float32, np.float32]:
 
 
 def _planes(image: torch.Tensor) -> np.ndarray:
-    """(C, H, W) float32 on the CPU, shifted by -SSIM_SHIFT."""
-    planes = image.reshape(-1, *image.shape[-2:]).detach().cpu().float().numpy()
-    return planes - np.float32(SSIM_SHIFT)
+    """(C, H, W) float32 on the CPU."""
+    return image.reshape(-1, *image.shape[-2:]).detach().cpu().float().numpy()
 
 
 @functools.lru_cache(maxsize=1)
@@ -225,17 +244,21 @@ def _window() -> np.ndarray:
     return weights / weights.sum()
 
 
-def _gaussian(planes: np.ndarray, *, in_place: bool = False) -> np.ndarray:
+def _gaussian(planes: np.ndarray, *, in_place: bool = False, exact: bool = False) -> np.ndarray:
     """scipy's ``gaussian_filter(sigma=1.5, truncate=3.5, mode="reflect")`` of each (H, W) plane of a
     C-contiguous (N, H, W) float32 array, as scikit-image filters a channel.
 
-    OpenCV's separable filter computes it (``BORDER_REFLECT`` is scipy's ``reflect``), in float32,
-    within 1e-7 of scipy's on values in [-0.5, 0.5]; ``in_place`` overwrites ``planes`` (OpenCV
-    filters support it) instead of allocating the output.
+    OpenCV's separable filter computes it (``BORDER_REFLECT`` is scipy's ``reflect``): in float32
+    (within a few float32 ulps of the values' magnitude), or with ``exact`` in float64 (a float64
+    result, as scipy's on float64 values). ``in_place`` overwrites ``planes`` (OpenCV filters
+    support it; float32 only) instead of allocating the output.
     """
     import cv2
 
     window = _window()
+    if exact:
+        return np.stack([cv2.sepFilter2D(plane, cv2.CV_64F, window, window, borderType=cv2.BORDER_REFLECT)
+                         for plane in planes])
     out = planes if in_place else np.empty_like(planes)
     for plane, filtered in zip(planes, out):
         cv2.sepFilter2D(plane, cv2.CV_32F, window, window, dst=filtered, borderType=cv2.BORDER_REFLECT)
