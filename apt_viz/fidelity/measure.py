@@ -17,7 +17,7 @@ from ..analysis import ImageAnalysis, resolve_device
 from ..core.accounting import TokenStats
 from ..core.config import APTConfig, BudgetUnit, Method, Scorer
 from ..core.pipeline import run_apt
-from ..core.scoring import compute_patch_entropy_batched
+from ..core.scoring import compute_patch_entropy_batched, single_threaded
 from .metrics import detail_mask, pixel_error, psnr_of_error, ssim
 from .reconstruction import reconstruct
 from .uniform import UniformView, uniform_view
@@ -105,25 +105,26 @@ def fidelity_views(analysis: ImageAnalysis, original: Image.Image) -> FidelityVi
     masks = {size: mask.unsqueeze(0).to(device) for size, mask in analysis.masks.items()}
     stats = analysis.stats
 
-    randomized = run_apt(pixels, random_baseline_config(config, stats.vision_tokens, stats.base_tokens))
-    full_hw = analysis.resized_hw
-    vision = uniform_view(original, stats.vision_tokens, config, full_hw)
-    llm = uniform_view(original, stats.llm_tokens * config.merge_size**2, config, full_hw)
+    with single_threaded(device):  # a dozen memory-bound passes over the image: as score_views' error maps
+        randomized = run_apt(pixels, random_baseline_config(config, stats.vision_tokens, stats.base_tokens))
+        full_hw = analysis.resized_hw
+        vision = uniform_view(original, stats.vision_tokens, config, full_hw)
+        llm = uniform_view(original, stats.llm_tokens * config.merge_size**2, config, full_hw)
 
-    if config.scorer is Scorer.ENTROPY:
-        base_entropy = analysis.maps[config.patch_size].to(device)
-    else:
-        maps = compute_patch_entropy_batched(pixels, config.patch_size, num_scales=1, bins=config.bins)
-        base_entropy = maps[config.patch_size][0]
-    return FidelityViews(
-        reference=reference,
-        apt=reconstruct(reference, masks, config.patch_size),
-        uniform_equal_vision=_on(vision, device),
-        uniform_equal_llm=_on(llm, device),
-        random_equal_vision=reconstruct(reference, randomized.selection.masks, config.patch_size),
-        random_stats=randomized.stats[0],
-        detail=detail_mask(base_entropy, full_hw, config.patch_size),
-    )
+        if config.scorer is Scorer.ENTROPY:
+            base_entropy = analysis.maps[config.patch_size].to(device)
+        else:
+            maps = compute_patch_entropy_batched(pixels, config.patch_size, num_scales=1, bins=config.bins)
+            base_entropy = maps[config.patch_size][0]
+        return FidelityViews(
+            reference=reference,
+            apt=reconstruct(reference, masks, config.patch_size),
+            uniform_equal_vision=_on(vision, device),
+            uniform_equal_llm=_on(llm, device),
+            random_equal_vision=reconstruct(reference, randomized.selection.masks, config.patch_size),
+            random_stats=randomized.stats[0],
+            detail=detail_mask(base_entropy, full_hw, config.patch_size),
+        )
 
 
 def score_views(views: FidelityViews, stats: TokenStats) -> Fidelity:
@@ -137,7 +138,7 @@ def score_views(views: FidelityViews, stats: TokenStats) -> Fidelity:
         The :class:`Fidelity` record.
     """
     images = [views.apt, views.uniform_equal_vision.image, views.uniform_equal_llm.image, views.random_equal_vision]
-    similarity = ssim(views.reference, images)
+    similarity = ssim(views.reference, images)  # the candidates on the caller's torch thread count
     costs = [
         (stats.vision_tokens, stats.llm_tokens, None),
         (views.uniform_equal_vision.vision_tokens, views.uniform_equal_vision.llm_tokens,
@@ -146,17 +147,21 @@ def score_views(views: FidelityViews, stats: TokenStats) -> Fidelity:
         (views.random_stats.vision_tokens, views.random_stats.llm_tokens, None),
     ]
     scores = []
-    for image, value, (vision_tokens, llm_tokens, resized) in zip(images, similarity, costs):
-        error = pixel_error(views.reference, image)
-        scores.append(FidelityScore(
-            psnr=psnr_of_error(error),
-            ssim=value,
-            psnr_detail=psnr_of_error(error, views.detail),
-            vision_tokens=vision_tokens,
-            llm_tokens=llm_tokens,
-            resized_height=None if resized is None else resized[0],
-            resized_width=None if resized is None else resized[1],
-        ))
+    # One thread for the error maps and their sums, as for the views: small memory-bound ops that a
+    # second thread does not speed up, and that wait at an OpenMP barrier whenever another process
+    # holds a core (docs/performance.md, "One thread on the CPU").
+    with single_threaded(views.reference.device):
+        for image, value, (vision_tokens, llm_tokens, resized) in zip(images, similarity, costs):
+            error = pixel_error(views.reference, image)
+            scores.append(FidelityScore(
+                psnr=psnr_of_error(error),
+                ssim=value,
+                psnr_detail=psnr_of_error(error, views.detail),
+                vision_tokens=vision_tokens,
+                llm_tokens=llm_tokens,
+                resized_height=None if resized is None else resized[0],
+                resized_width=None if resized is None else resized[1],
+            ))
     return Fidelity(*scores)
 
 
