@@ -299,3 +299,18 @@ def test_ssim_keeps_its_precision_on_a_large_flat_sky(originals):
                 for other in as_array[1:]]
     assert ssim(views.reference, candidates) == pytest.approx(expected, abs=5e-8)
     assert ssim(views.reference, [views.reference.clone()]) == [1.0]
+
+
+def test_fidelity_does_not_depend_on_the_torch_thread_count(originals):
+    """Bilinear interpolation on the CPU differs in the last bits between 1 and 2 threads; the views are
+    computed on one thread, so run (any thread count), stats workers (one) and sweep agree exactly."""
+    analysis = analyze_image(originals["rocket"], APTConfig(method="budget", alpha=0.3, device="cpu"))
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            results.append(measure_fidelity(analysis, originals["rocket"]).to_dict())
+    finally:
+        torch.set_num_threads(threads)
+    assert results[0] == results[1]

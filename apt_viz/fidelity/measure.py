@@ -105,7 +105,10 @@ def fidelity_views(analysis: ImageAnalysis, original: Image.Image) -> FidelityVi
     masks = {size: mask.unsqueeze(0).to(device) for size, mask in analysis.masks.items()}
     stats = analysis.stats
 
-    with single_threaded(device):  # a dozen memory-bound passes over the image: as score_views' error maps
+    # One torch thread: a dozen memory-bound passes over the image, which a second thread does not
+    # speed up (see score_views), and bilinear interpolation on the CPU differs in the last bits
+    # between thread counts: this way run, stats and sweep give the same numbers with any count.
+    with single_threaded(device):
         randomized = run_apt(pixels, random_baseline_config(config, stats.vision_tokens, stats.base_tokens))
         full_hw = analysis.resized_hw
         vision = uniform_view(original, stats.vision_tokens, config, full_hw)

@@ -24,6 +24,7 @@ import torch
 
 from ..core.config import APTConfig, BudgetUnit, Method, Scorer
 from ..core.pipeline import run_apt
+from ..core.scoring import single_threaded
 from ..imaging import pil_to_tensor
 from .measure import random_baseline_config
 from .metrics import SSIMReference, pixel_error, psnr_of_error, ssim, ssim_reference
@@ -160,33 +161,36 @@ def image_rate_distortion(
     known = dict(analyses or {})
     known.setdefault(config.scorer, analysis)
 
-    curves: dict[str, list[RDPoint]] = {}
-    for scorer in scorers:
-        scored = known.get(scorer) or analyze_image(original, config.replace(scorer=scorer), source=analysis.source)
-        points = []
-        for value in values:
-            setting = {"thresholds": value} if method is Method.V1 else {"alpha": value}
-            chosen = scored.reselect(method=method, **setting)
-            points.append(_apt_point(chosen, value, reference, uniform))
-        curves[f"apt:{scorer}"] = points
+    # one torch thread, as measure_fidelity: bilinear interpolation on the CPU differs in the last bits
+    # between thread counts, and these points must equal run's stats.json at the same setting
+    with single_threaded("cpu"):
+        curves: dict[str, list[RDPoint]] = {}
+        for scorer in scorers:
+            scored = known.get(scorer) or analyze_image(original, config.replace(scorer=scorer), source=analysis.source)
+            points = []
+            for value in values:
+                setting = {"thresholds": value} if method is Method.V1 else {"alpha": value}
+                chosen = scored.reselect(method=method, **setting)
+                points.append(_apt_point(chosen, value, reference, uniform))
+            curves[f"apt:{scorer}"] = points
 
-    own = curves.get(f"apt:{config.scorer}")
-    if own is None:  # the sweep's scorer is not among the RD scorers: its curve too
-        own = [_apt_point(analysis.reselect(method=method, **({"thresholds": v} if method is Method.V1 else
-                                                             {"alpha": v})), v, reference, uniform)
-               for v in values]
-        curves[f"apt:{config.scorer}"] = own
-    curves["random"] = [_random_point(analysis, point, reference) for point in own]
-    alphas = values if method is Method.BUDGET else LLM_BUDGET_ALPHAS
-    curves[f"llm_budget:{config.scorer}"] = [
-        _apt_point(analysis.reselect(method=Method.BUDGET, alpha=alpha, budget_unit=BudgetUnit.LLM), alpha,
-                   reference, uniform)
-        for alpha in alphas
-    ]
-    base = analysis.stats.base_tokens
-    # one point per rung (two rungs may match the same max_pixels): the rungs line up across images
-    curves["uniform"] = [uniform.point(uniform.view(max(1, round(f * base)))) for f in UNIFORM_LADDER]
-    return ImageRD(analysis.source, base, curves)
+        own = curves.get(f"apt:{config.scorer}")
+        if own is None:  # the sweep's scorer is not among the RD scorers: its curve too
+            own = [_apt_point(analysis.reselect(method=method, **({"thresholds": v} if method is Method.V1 else
+                                                                 {"alpha": v})), v, reference, uniform)
+                   for v in values]
+            curves[f"apt:{config.scorer}"] = own
+        curves["random"] = [_random_point(analysis, point, reference) for point in own]
+        alphas = values if method is Method.BUDGET else LLM_BUDGET_ALPHAS
+        curves[f"llm_budget:{config.scorer}"] = [
+            _apt_point(analysis.reselect(method=Method.BUDGET, alpha=alpha, budget_unit=BudgetUnit.LLM), alpha,
+                       reference, uniform)
+            for alpha in alphas
+        ]
+        base = analysis.stats.base_tokens
+        # one point per rung (two rungs may match the same max_pixels): the rungs line up across images
+        curves["uniform"] = [uniform.point(uniform.view(max(1, round(f * base)))) for f in UNIFORM_LADDER]
+        return ImageRD(analysis.source, base, curves)
 
 
 def mean_curves(images: Sequence[ImageRD]) -> dict[str, Any]:
