@@ -10,7 +10,7 @@ pixels; one row each) three times, enlarged ``--zoom`` times without smoothing: 
 see in full, what the vision tower sees with APT (the reconstruction of ``04_fidelity/``), and the
 stock processor at the ``max_pixels`` matched on APT's vision tokens (upsampled back). Each title
 gives the whole image's PSNR and tokens. The default crops of the coffee photo are the spoon (APT keeps
-its highlights, with seams at cell borders) and wood grain (APT gives it 56 px cells and blurs it).
+its highlights, with seams at cell borders) and wood grain (APT gives it mostly 56 px cells and blurs it).
 """
 from __future__ import annotations
 
