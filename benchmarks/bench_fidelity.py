@@ -15,11 +15,9 @@ photo resized to about 1 MP (1224 x 816, 816 x 1224, 1008 x 1008, 1280 x 720):
 
 Each figure is the best of ``--repeat``, all measured in turn, and the fidelity cost is printed
 as a fraction of ``run``'s (target: at most 15%). Then the ways to compute the four SSIMs of the
-last photo: apt-viz's (OpenCV's separable filter on each candidate's difference to the reference,
-one thread per candidate up to ``--threads``; the definition's numbers to a few 1e-9), the same on
-one thread, scikit-image (the definition, float64, which filters with scipy) on one thread, and
-kornia's ``metrics.ssim`` (float32, batched and one by one) when kornia is installed (it is not a
-dependency: ``pip install kornia`` to compare).
+last photo: apt-viz's (scikit-image's ``structural_similarity``, float64, one thread per candidate
+up to ``--threads``), the same on one thread, and kornia's ``metrics.ssim`` (float32, batched and
+one by one) when kornia is installed (it is not a dependency: ``pip install kornia`` to compare).
 """
 from __future__ import annotations
 
@@ -120,8 +118,7 @@ def ssim_libraries(reference: Any, candidates: list[Any], repeat: int, threads: 
     import skimage
 
     ways: dict[str, Callable[[], list[float | None]]] = {
-        f"apt-viz ssim(): OpenCV filters, {threads} threads": lambda: ssim(reference, candidates, threads=threads),
-        "apt-viz ssim(): OpenCV filters, 1 thread": lambda: ssim(reference, candidates, threads=1),
+        f"apt-viz ssim(): scikit-image on {threads} threads": lambda: ssim(reference, candidates, threads=threads),
         f"scikit-image {skimage.__version__}, float64, 4 calls on 1 thread": lambda: [float(structural_similarity(
             target, other, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1,
             channel_axis=-1)) for other in others],

@@ -15,7 +15,6 @@
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Union
@@ -27,7 +26,7 @@ from ..core.pipeline import run_apt
 from ..core.scoring import single_threaded
 from ..imaging import pil_to_tensor
 from .measure import random_baseline_config
-from .metrics import SSIMReference, pixel_error, psnr_of_error, ssim, ssim_reference
+from .metrics import pixel_error, psnr_of_error, ssim
 from .reconstruction import reconstruct
 from .uniform import UniformView, matched_max_pixels, uniform_view
 
@@ -240,7 +239,7 @@ def mean_curves(images: Sequence[ImageRD]) -> dict[str, Any]:
 
 
 def _scores(reference: torch.Tensor, image: torch.Tensor, psnr: bool = True) -> tuple[float | None, float | None]:
-    (value,) = ssim(reference, [image], prepared=_prepared(reference))
+    (value,) = ssim(reference, [image])
     return (psnr_of_error(pixel_error(reference, image)) if psnr else None), value
 
 
@@ -264,12 +263,6 @@ def _random_point(analysis: ImageAnalysis, apt: RDPoint, reference: torch.Tensor
     stats = randomized.stats[0]
     return RDPoint(value=apt.value, vision_tokens=stats.vision_tokens, llm_tokens=stats.llm_tokens, psnr=psnr,
                    ssim=similarity)
-
-
-@functools.lru_cache(maxsize=1)
-def _prepared(reference: torch.Tensor) -> SSIMReference | None:
-    """The reference's SSIM moments, computed once per image (the curves score it dozens of times)."""
-    return ssim_reference(reference)
 
 
 class _UniformCache:
