@@ -121,6 +121,33 @@ def stock_and_apt(stock_class, apt_class, config):
     return stock, apt
 
 
+def greedy(model, inputs, steps: int = 4, **options):
+    """Greedy generation of ``steps`` tokens with every step's logits (pad id 0, the tiny tokenizer's)."""
+    return model.generate(**inputs, max_new_tokens=steps, do_sample=False, output_logits=True,
+                          return_dict_in_generate=True, pad_token_id=0, **options)
+
+
+def assert_batch_equals_alone(model, processor, images, texts, steps: int = 3):
+    """A left-padded batch of prompts gives each prompt's logits alone (within 1e-5) and, for ``steps`` > 0,
+    its greedy tokens; returns the batch and its generated sequences (None for no ``steps``). The sums differ only in their order (float32 products over other
+    row counts, masked attention): a few ulp, far below what a wrong row grouping or position makes."""
+    batch = processor(images=images, text=texts, padding=True, return_tensors="pt")
+    assert (batch["attention_mask"] == 0).any()  # one prompt is padded
+    alone = [processor(images=[image], text=[text], return_tensors="pt")
+             for image, text in zip(images, texts, strict=True)]
+    with torch.no_grad():
+        batch_logits = model(**batch).logits
+        for i, single in enumerate(alone):
+            length = single["input_ids"].shape[1]
+            assert (batch_logits[i, -length:] - model(**single).logits[0]).abs().max() <= 1e-5, i
+    if not steps:
+        return batch, None
+    generated = greedy(model, batch, steps=steps).sequences
+    for i, single in enumerate(alone):
+        assert torch.equal(generated[i, -steps:], greedy(model, single, steps=steps).sequences[0, -steps:]), i
+    return batch, generated
+
+
 # --- a worked case: hand-made maps of a 112x112 image and their v1 masks (thresholds 3, 2) ------------
 # Base grid 8x8, 28-px grid 4x4, 56-px grid 2x2; no partial cells.
 HAND_MAPS = {

@@ -28,7 +28,7 @@ from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoP
 from apt_viz.hf import APTInputs, APTQwen2VLImageProcessor, APTQwen3VLProcessor
 from apt_viz.hf._modeling import APTForConditionalGenerationMixin, APTModelMixin
 
-from helpers import REPO_ROOT
+from helpers import tiny_tokenizer
 
 PROMPTS = ["<|vision_start|><|image_pad|><|vision_end|> describe this image .",
            "<|vision_start|><|image_pad|><|vision_end|> describe ."]
@@ -43,14 +43,7 @@ HYBRID = {"num_hidden_layers": 4, "layer_types": ["linear_attention"] * 3 + ["fu
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("apt_viz_quick_start", REPO_ROOT / "examples" / "quick_start.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    tokenizer = module.build_tiny_tokenizer()
-    tokenizer.padding_side = "left"
-    return tokenizer
+    return tiny_tokenizer()
 
 
 @pytest.fixture(scope="module")

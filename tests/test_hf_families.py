@@ -34,7 +34,7 @@ from apt_viz.hf import (
     unpatchify,
 )
 
-from helpers import REPO_ROOT
+from helpers import tiny_tokenizer
 
 ONE = "<|vision_start|><|image_pad|><|vision_end|> describe this image ."
 TWO = "<|vision_start|><|image_pad|><|vision_end|> describe <|vision_start|><|image_pad|><|vision_end|> this image ."
@@ -50,12 +50,7 @@ FAMILIES = {
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("apt_viz_quick_start", REPO_ROOT / "examples" / "quick_start.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_tiny_tokenizer()
+    return tiny_tokenizer(padding_side="right")
 
 
 @pytest.fixture(scope="module")

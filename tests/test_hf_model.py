@@ -24,7 +24,7 @@ from apt_viz.hf import (
     apt_layout,
 )
 
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, assert_batch_equals_alone, greedy, stock_and_apt
 
 PROMPT = "<|vision_start|><|image_pad|><|vision_end|> describe this image ."
 SHORT_PROMPT = "<|vision_start|><|image_pad|><|vision_end|> describe ."
@@ -51,12 +51,8 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def models(tokenizer):
     """(stock, apt): the same random tiny weights in the stock and the APT class."""
-    config = preset_config("tiny", tokenizer=tokenizer)
-    torch.manual_seed(0)
-    stock = Qwen2VLForConditionalGeneration(config).eval()
-    apt = APTQwen2VLForConditionalGeneration(config).eval()
-    apt.load_state_dict(stock.state_dict())
-    return stock, apt
+    return stock_and_apt(Qwen2VLForConditionalGeneration, APTQwen2VLForConditionalGeneration,
+                         preset_config("tiny", tokenizer=tokenizer))
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +79,6 @@ def stock_processor(tokenizer) -> Qwen2VLProcessor:
 
 def without_apt(inputs) -> dict:
     return {key: value for key, value in inputs.items() if key not in APTInputs.KEYS}
-
-
-def greedy(model, inputs, steps: int = 4):
-    return model.generate(
-        **inputs, max_new_tokens=steps, do_sample=False, output_logits=True, return_dict_in_generate=True,
-        pad_token_id=0,
-    )
 
 
 def count_rows(module: torch.nn.Module) -> tuple[list[int], torch.utils.hooks.RemovableHandle]:
@@ -181,21 +170,8 @@ def test_a_prompt_gives_the_same_result_alone_and_padded_in_a_batch(models, toke
     """Two photos of different sizes, padded on the left: each row equals its prompt run alone."""
     _, apt = models
     processor = apt_processor(tokenizer, patch_selection_method="budget", alpha=0.3)
-    images, text = [photos[0], photos[1]], [PROMPT, SHORT_PROMPT]
-    batch = processor(images=images, text=text, padding=True, return_tensors="pt")
-    assert (batch["attention_mask"] == 0).any()  # one prompt is padded
-    with torch.no_grad():
-        batch_logits = apt(**batch).logits
-        for i in range(2):
-            alone = processor(images=[images[i]], text=[text[i]], return_tensors="pt")
-            length = alone["input_ids"].shape[1]
-            assert (batch_logits[i, -length:] - apt(**alone).logits[0]).abs().max() <= 1e-5
-
-    generated = greedy(apt, batch, steps=3).sequences
+    batch, generated = assert_batch_equals_alone(apt, processor, photos[:2], [PROMPT, SHORT_PROMPT], steps=3)
     assert generated.shape == (2, batch["input_ids"].shape[1] + 3)
-    for i in range(2):
-        alone = processor(images=[images[i]], text=[text[i]], return_tensors="pt")
-        assert torch.equal(generated[i, -3:], greedy(apt, alone, steps=3).sequences[0, -3:])
 
 
 def test_two_images_in_one_prompt_keep_the_stock_text_positions(models, tokenizer, photos):

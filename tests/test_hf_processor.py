@@ -21,7 +21,7 @@ from apt_viz.hf import (
     APTQwen2VLProcessor,
 )
 
-from helpers import REPO_ROOT
+from helpers import tiny_tokenizer
 
 ONE = "<|vision_start|><|image_pad|><|vision_end|> describe this image ."
 TWO = "<|vision_start|><|image_pad|><|vision_end|> describe <|vision_start|><|image_pad|><|vision_end|> this image ."
@@ -32,12 +32,7 @@ BUDGET = {"patch_selection_method": "budget", "alpha": 0.3}
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("apt_viz_quick_start", REPO_ROOT / "examples" / "quick_start.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_tiny_tokenizer()
+    return tiny_tokenizer(padding_side="right")
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ from apt_viz.hf import (
     apt_layout,
 )
 
-from helpers import REPO_ROOT
+from helpers import assert_batch_equals_alone, greedy, stock_and_apt, tiny_tokenizer
 
 PROMPT = "<|vision_start|><|image_pad|><|vision_end|> describe this image ."
 SHORT_PROMPT = "<|vision_start|><|image_pad|><|vision_end|> describe ."
@@ -51,15 +51,7 @@ WINDOW = 8  # base patches along a 112 px window
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    """examples/quick_start.py's offline word-level tokenizer with the Qwen vision tokens, padding on the left."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("apt_viz_quick_start", REPO_ROOT / "examples" / "quick_start.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    tokenizer = module.build_tiny_tokenizer()
-    tokenizer.padding_side = "left"
-    return tokenizer
+    return tiny_tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +59,7 @@ def models(tokenizer):
     """(stock, apt): the same random tiny weights in the stock and the APT class."""
     config = preset_config(PRESET, tokenizer=tokenizer)
     assert tuple(config.vision_config.fullatt_block_indexes) == FULL and config.vision_config.depth == 4
-    torch.manual_seed(0)
-    stock = Qwen2_5_VLForConditionalGeneration(config).eval()
-    apt = APTQwen2_5_VLForConditionalGeneration(config).eval()
-    apt.load_state_dict(stock.state_dict())
-    return stock, apt
+    return stock_and_apt(Qwen2_5_VLForConditionalGeneration, APTQwen2_5_VLForConditionalGeneration, config)
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +78,6 @@ def stock_processor(tokenizer) -> Qwen2_5_VLProcessor:
     return Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(max_pixels=MAX_PIXELS), tokenizer=tokenizer,
         video_processor=Qwen2VLVideoProcessor(),
-    )
-
-
-def greedy(model, inputs, steps: int = 4):
-    return model.generate(
-        **inputs, max_new_tokens=steps, do_sample=False, output_logits=True, return_dict_in_generate=True,
-        pad_token_id=0,
     )
 
 
@@ -259,20 +240,7 @@ def test_a_padded_batch_equals_each_image_alone(models, tokenizer, photos):
     instead of the windows moves the rocket's logits by 4e-3."""
     _, apt = models
     processor = apt_processor(tokenizer, patch_selection_method="budget", alpha=0.3)
-    text = [PROMPT, SHORT_PROMPT]
-    batch = processor(images=photos, text=text, padding=True, return_tensors="pt")
-    assert (batch["attention_mask"] == 0).any()  # one prompt is padded
-    with torch.no_grad():
-        batch_logits = apt(**batch).logits
-        for i in range(2):
-            alone = processor(images=[photos[i]], text=[text[i]], return_tensors="pt")
-            length = alone["input_ids"].shape[1]
-            assert (batch_logits[i, -length:] - apt(**alone).logits[0]).abs().max() <= 1e-5, i
-
-    generated = greedy(apt, batch, steps=3).sequences
-    for i in range(2):
-        alone = processor(images=[photos[i]], text=[text[i]], return_tensors="pt")
-        assert torch.equal(generated[i, -3:], greedy(apt, alone, steps=3).sequences[0, -3:])
+    assert_batch_equals_alone(apt, processor, photos, [PROMPT, SHORT_PROMPT], steps=3)
 
 
 # --- save and load ----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from apt_viz.hf import (
     apt_layout,
 )
 
-from helpers import qwen3_processors, stock_and_apt, tiny_tokenizer
+from helpers import assert_batch_equals_alone, greedy, qwen3_processors, stock_and_apt, tiny_tokenizer
 
 PROMPT = "<|vision_start|><|image_pad|><|vision_end|> describe this image ."
 SHORT_PROMPT = "<|vision_start|><|image_pad|><|vision_end|> describe ."
@@ -51,11 +51,6 @@ def photos(photo_paths) -> list[Image.Image]:
 
 def budget(tokenizer, alpha: float):
     return qwen3_processors(tokenizer, MAX_PIXELS, patch_selection_method="budget", alpha=alpha)
-
-
-def greedy(model, inputs, steps: int = 4):
-    return model.generate(**inputs, max_new_tokens=steps, do_sample=False, output_logits=True,
-                          return_dict_in_generate=True, pad_token_id=0)
 
 
 def test_the_stock_checkpoint_loads_unchanged(models, tmp_path):
@@ -158,19 +153,8 @@ def test_deepstack_reads_the_apt_groups_and_lands_on_the_image_tokens(models, to
 
 def test_a_left_padded_batch_of_two_sizes_equals_each_image_alone(models, tokenizer, photos):
     _, apt = models
-    processor = budget(tokenizer, 0.3)[1]
-    text = [PROMPT, SHORT_PROMPT]
-    batch = processor(images=photos, text=text, padding=True, return_tensors="pt")
-    assert (batch["attention_mask"] == 0).any() and not torch.equal(*batch["image_grid_thw"])
-    alone = [processor(images=[photos[i]], text=[text[i]], return_tensors="pt") for i in range(2)]
-    with torch.no_grad():
-        batch_logits = apt(**batch).logits
-        for i in range(2):
-            length = alone[i]["input_ids"].shape[1]
-            assert (batch_logits[i, -length:] - apt(**alone[i]).logits[0]).abs().max() <= 1e-5
-    generated = greedy(apt, batch, steps=3).sequences
-    for i in range(2):
-        assert torch.equal(generated[i, -3:], greedy(apt, alone[i], steps=3).sequences[0, -3:])
+    batch, _ = assert_batch_equals_alone(apt, budget(tokenizer, 0.3)[1], photos, [PROMPT, SHORT_PROMPT])
+    assert not torch.equal(*batch["image_grid_thw"])  # two sizes
 
 
 def test_the_processor_and_the_model_survive_save_and_load(models, tokenizer, photos, tmp_path):

@@ -30,7 +30,7 @@ from apt_viz.hf import (
     APTQwen3VLProcessor,
 )
 
-from helpers import QWEN3_IMAGE, REPO_ROOT
+from helpers import QWEN3_IMAGE, tiny_tokenizer
 
 PROMPTS = {
     "one": ["<|vision_start|><|image_pad|><|vision_end|> describe this image ."],
@@ -52,14 +52,7 @@ FAMILIES = {
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("apt_viz_quick_start", REPO_ROOT / "examples" / "quick_start.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    tokenizer = module.build_tiny_tokenizer()
-    tokenizer.padding_side = "left"
-    return tokenizer
+    return tiny_tokenizer()
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
