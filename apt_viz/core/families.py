@@ -14,7 +14,7 @@ set. ``qwen2-vl`` keeps that class's own defaults, apt-viz's defaults since its 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Union
 
 from ._choices import as_choice
@@ -114,82 +114,71 @@ class FamilySpec:
         return tuple(self.patch_size * 2**i for i in range(num_scales))
 
 
-FAMILIES: dict[ModelFamily, FamilySpec] = {
-    spec.family: spec
-    for spec in (
-        FamilySpec(
-            # transformers 5.24 Qwen2VLImageProcessor's class defaults (Qwen's published Qwen2-VL files
-            # raise max_pixels to 12845056; --model DIR reads theirs)
-            family=ModelFamily.QWEN2_VL,
-            patch_size=PATCH_SIZE,
-            merge_size=MERGE_SIZE,
-            temporal_patch_size=TEMPORAL_PATCH_SIZE,
-            min_pixels=MIN_PIXELS,
-            max_pixels=MAX_PIXELS,
-            image_mean=OPENAI_CLIP_MEAN,
-            image_std=OPENAI_CLIP_STD,
-            model_types=("qwen2_vl",),
-            processor_class="Qwen2VLProcessor",
-            model_class="Qwen2VLForConditionalGeneration",
-            apt_processor_class="APTQwen2VLProcessor",
-            apt_model_class="APTQwen2VLForConditionalGeneration",
-            architectures=("qwen2-vl-2b", "qwen2-vl-7b"),
-        ),
-        FamilySpec(
-            # Qwen2.5-VL-3B/7B-Instruct's preprocessor_config.json; p, m, t as Qwen2_5_VLVisionConfig
-            family=ModelFamily.QWEN2_5_VL,
-            patch_size=14,
-            merge_size=2,
-            temporal_patch_size=2,
-            min_pixels=3136,
-            max_pixels=12845056,
-            image_mean=OPENAI_CLIP_MEAN,
-            image_std=OPENAI_CLIP_STD,
-            model_types=("qwen2_5_vl",),
-            processor_class="Qwen2_5_VLProcessor",
-            model_class="Qwen2_5_VLForConditionalGeneration",
-            apt_processor_class="APTQwen2_5_VLProcessor",
-            apt_model_class="APTQwen2_5_VLForConditionalGeneration",
-            architectures=("qwen2.5-vl-3b", "qwen2.5-vl-7b"),
-        ),
-        FamilySpec(
-            # Qwen3-VL-2B/8B-Instruct's preprocessor_config.json (size: shortest_edge / longest_edge);
-            # p, m, t as Qwen3VLVisionConfig
-            family=ModelFamily.QWEN3_VL,
-            patch_size=16,
-            merge_size=2,
-            temporal_patch_size=2,
-            min_pixels=65536,
-            max_pixels=16777216,
-            image_mean=_HALF,
-            image_std=_HALF,
-            model_types=("qwen3_vl",),
-            processor_class="Qwen3VLProcessor",
-            model_class="Qwen3VLForConditionalGeneration",
-            apt_processor_class="APTQwen3VLProcessor",
-            apt_model_class="APTQwen3VLForConditionalGeneration",
-            architectures=("qwen3-vl-2b", "qwen3-vl-8b"),
-        ),
-        FamilySpec(
-            # Qwen3.5-2B-Base's and Qwen3.5-27B's preprocessor_config.json (Qwen3-VL's processor);
-            # p, m, t as Qwen3_5VisionConfig; transformers maps qwen3_5 to Qwen3VLProcessor
-            family=ModelFamily.QWEN3_5,
-            patch_size=16,
-            merge_size=2,
-            temporal_patch_size=2,
-            min_pixels=65536,
-            max_pixels=16777216,
-            image_mean=_HALF,
-            image_std=_HALF,
-            model_types=("qwen3_5",),
-            processor_class="Qwen3VLProcessor",
-            model_class="Qwen3_5ForConditionalGeneration",
-            apt_processor_class="APTQwen3VLProcessor",
-            apt_model_class="APTQwen3_5ForConditionalGeneration",
-            architectures=("qwen3.5-9b",),
-        ),
-    )
-}
+_QWEN2_VL = FamilySpec(
+    # transformers 5.24 Qwen2VLImageProcessor's class defaults (Qwen's published Qwen2-VL files
+    # raise max_pixels to 12845056; --model DIR reads theirs)
+    family=ModelFamily.QWEN2_VL,
+    patch_size=PATCH_SIZE,
+    merge_size=MERGE_SIZE,
+    temporal_patch_size=TEMPORAL_PATCH_SIZE,
+    min_pixels=MIN_PIXELS,
+    max_pixels=MAX_PIXELS,
+    image_mean=OPENAI_CLIP_MEAN,
+    image_std=OPENAI_CLIP_STD,
+    model_types=("qwen2_vl",),
+    processor_class="Qwen2VLProcessor",
+    model_class="Qwen2VLForConditionalGeneration",
+    apt_processor_class="APTQwen2VLProcessor",
+    apt_model_class="APTQwen2VLForConditionalGeneration",
+    architectures=("qwen2-vl-2b", "qwen2-vl-7b"),
+)
+_QWEN2_5_VL = FamilySpec(
+    # Qwen2.5-VL-3B/7B-Instruct's preprocessor_config.json; p, m, t as Qwen2_5_VLVisionConfig
+    family=ModelFamily.QWEN2_5_VL,
+    patch_size=14,
+    merge_size=2,
+    temporal_patch_size=2,
+    min_pixels=3136,
+    max_pixels=12845056,
+    image_mean=OPENAI_CLIP_MEAN,
+    image_std=OPENAI_CLIP_STD,
+    model_types=("qwen2_5_vl",),
+    processor_class="Qwen2_5_VLProcessor",
+    model_class="Qwen2_5_VLForConditionalGeneration",
+    apt_processor_class="APTQwen2_5_VLProcessor",
+    apt_model_class="APTQwen2_5_VLForConditionalGeneration",
+    architectures=("qwen2.5-vl-3b", "qwen2.5-vl-7b"),
+)
+_QWEN3_VL = FamilySpec(
+    # Qwen3-VL-2B/8B-Instruct's preprocessor_config.json (size: shortest_edge / longest_edge);
+    # p, m, t as Qwen3VLVisionConfig
+    family=ModelFamily.QWEN3_VL,
+    patch_size=16,
+    merge_size=2,
+    temporal_patch_size=2,
+    min_pixels=65536,
+    max_pixels=16777216,
+    image_mean=_HALF,
+    image_std=_HALF,
+    model_types=("qwen3_vl",),
+    processor_class="Qwen3VLProcessor",
+    model_class="Qwen3VLForConditionalGeneration",
+    apt_processor_class="APTQwen3VLProcessor",
+    apt_model_class="APTQwen3VLForConditionalGeneration",
+    architectures=("qwen3-vl-2b", "qwen3-vl-8b"),
+)
+# Qwen3.5-2B-Base's and Qwen3.5-27B's preprocessor_config.json are Qwen3-VL's (transformers maps qwen3_5 to
+# Qwen3VLProcessor; p, m, t as Qwen3_5VisionConfig): the same processor settings, its own model.
+_QWEN3_5 = replace(
+    _QWEN3_VL,
+    family=ModelFamily.QWEN3_5,
+    model_types=("qwen3_5",),
+    model_class="Qwen3_5ForConditionalGeneration",
+    apt_model_class="APTQwen3_5ForConditionalGeneration",
+    architectures=("qwen3.5-9b",),
+)
+
+FAMILIES: dict[ModelFamily, FamilySpec] = {spec.family: spec for spec in (_QWEN2_VL, _QWEN2_5_VL, _QWEN3_VL, _QWEN3_5)}
 
 
 def family_spec(family: ModelFamilyT) -> FamilySpec:
