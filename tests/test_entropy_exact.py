@@ -39,6 +39,7 @@ def dense_reference(images: torch.Tensor, patch_size: int = 14, num_scales: int 
         rows, cols = math.ceil(height / size), math.ceil(width / size)
         padded = torch.zeros(batch, rows * size, cols * size, dtype=torch.long)
         padded[:, :height, :width] = levels
+        # b (r s) (c t) -> (b r c) (s t): one row of pixels per cell
         cells = padded.view(batch, rows, size, cols, size).permute(0, 1, 3, 2, 4).reshape(-1, size * size)
         counts = torch.zeros(cells.shape[0], bins, dtype=torch.long).scatter_add_(1, cells, torch.ones_like(cells))
         p = torch.arange(size * size + 1, dtype=torch.float64) / (size * size)
