@@ -131,7 +131,7 @@ def fidelity_views(analysis: ImageAnalysis, original: Image.Image) -> FidelityVi
 
 
 def score_views(views: FidelityViews, stats: TokenStats) -> Fidelity:
-    """PSNR, SSIM and ``psnr_detail`` of every view (the four SSIMs in one batched call).
+    """PSNR, SSIM and ``psnr_detail`` of every view (the four SSIMs in one call of :func:`ssim`, on threads).
 
     Args:
         views: From :func:`fidelity_views`.
