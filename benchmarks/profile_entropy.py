@@ -2,12 +2,14 @@
 
     python benchmarks/profile_entropy.py                 # the 1008x1008 photo of bench_core.py, float32
     python benchmarks/profile_entropy.py --uint8         # as stats scores it (uint8 pixels)
+    APT_VIZ_NATIVE=0 python benchmarks/profile_entropy.py   # the torch path instead of the C kernel
 
 Each stage function of apt_viz/core/_entropy.py is wrapped in a timer and the whole
 ``entropy_maps`` runs ``--calls`` times on one thread after 5 warm-up calls; the table gives the
 median and the minimum per call of every stage. The minimum is the figure least disturbed by other
-work on a shared machine; ``scatter and the rest`` is base_counts less its levels and keys (the
-scatter-add, zeroing the counts, and the loop).
+work on a shared machine. With the C kernel, ``base_counts`` is one kernel call and
+``native_entropy`` the lookups with their ``torch.sum``; on the torch path, ``scatter and the rest``
+is base_counts less its levels and keys (the scatter-add, zeroing the counts, and the loop).
 """
 from __future__ import annotations
 
@@ -22,7 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_core import DEFAULT_IMAGE, build_images
 
-STAGES = ("gray_levels", "_keys", "base_counts", "merge_children", "pair_entropy", "dense_entropy")
+STAGES = ("gray_levels", "_keys", "base_counts", "merge_children", "native_entropy", "pair_entropy", "dense_entropy")
+SHOWN = {True: ("total", "base_counts", "merge_children", "native_entropy", "the rest"),
+         False: ("total", "gray_levels", "_keys", "scatter and the rest", "merge_children", "pair_entropy",
+                 "dense_entropy", "the rest")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,14 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         _entropy.entropy_maps(images, 14, 3, 512, 1e6)
         total = time.perf_counter() - start
         if index >= 5:
-            runs.append({"total": total, **spent,
+            outer = spent["base_counts"] + spent["merge_children"] + sum(
+                spent[name] for name in ("native_entropy", "pair_entropy", "dense_entropy"))
+            runs.append({"total": total, **spent, "the rest": total - outer,
                          "scatter and the rest": spent["base_counts"] - spent["gray_levels"] - spent["_keys"]})
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"{args.image.name} {args.size}x{args.size} {'uint8' if args.uint8 else 'float32'}, 1 thread, "
+    path = "C kernel" if _entropy.native_kernel() else "torch ops"
+    print(f"{args.image.name} {args.size}x{args.size} {'uint8' if args.uint8 else 'float32'}, {path}, 1 thread, "
           f"{args.calls} calls; load average {load}")
     print(f"{'stage':<24}{'median ms':>10}{'min ms':>10}")
-    for name in ("total", "gray_levels", "_keys", "scatter and the rest", "merge_children", "pair_entropy",
-                 "dense_entropy"):
+    for name in SHOWN[_entropy.native_kernel()]:
         values = [run.get(name, 0.0) * 1e3 for run in runs]
         print(f"{name:<24}{statistics.median(values):10.3f}{min(values):10.3f}")
     return 0

@@ -1,11 +1,12 @@
-"""The CPU entropy path (apt_viz/core/_entropy.py) against the dense formula, bit for bit.
+"""The CPU entropy paths (apt_viz/core/_entropy.py) against the dense formula, bit for bit.
 
 The dense formula is the one every earlier release computed: per cell, a histogram of ``bins``
 counts over the zero-padded cell, the terms ``-p log2(p + 1e-10)`` (float64, rounded to float32)
-of all ``bins`` counts, and ``torch.sum`` over that row. The fast path changes how the counts are
-made (one scatter at the base grid, coarser grids as sums of children) and how the terms are looked
-up (two uint8 counts per lookup); the row and its reduction are the same, so the floats must be the
-same to the last bit (``torch.equal``), not merely close.
+of all ``bins`` counts, and ``torch.sum`` over that row. The fast paths change how the counts are
+made (one pass at the base grid, coarser grids as sums of children) and how the terms are looked
+up; the row and its reduction are the same, so the floats must be the same to the last bit
+(``torch.equal``), not merely close. Every test runs on both CPU paths: the C kernel
+(apt_viz/core/_cellhist.c) and the torch ops that stand in for it where it is not built.
 """
 from __future__ import annotations
 
@@ -20,6 +21,16 @@ from apt_viz.core.scoring import compute_patch_entropy_batched
 from helpers import PHOTO_NAMES, load_photo_tensor
 
 WEIGHTS = (0.2989, 0.5870, 0.1140)
+
+
+@pytest.fixture(autouse=True, params=["kernel", "torch ops"])
+def cpu_path(request, monkeypatch):
+    """Each test once with the C kernel and once with the torch path (``_native`` is None there)."""
+    if request.param == "kernel" and not _entropy.native_kernel():
+        pytest.skip("the C kernel is not built here (apt_viz/core/_cellhist.c; pip install -e . builds it)")
+    if request.param == "torch ops":
+        monkeypatch.setattr(_entropy, "_native", None)
+    return request.param
 
 
 def dense_reference(images: torch.Tensor, patch_size: int = 14, num_scales: int = 3, bins: int = 512,

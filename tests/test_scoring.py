@@ -246,7 +246,8 @@ def test_entropy_runs_every_op_on_one_thread_and_restores_the_count(two_threads)
 
 @needs_openmp
 def test_entropy_restores_the_thread_count_when_it_fails(two_threads):
-    with ThreadCounts(fail_on=torch.ops.aten.scatter_add_.default), pytest.raises(RuntimeError, match="injected"):
+    # The sums of the terms: torch ops on both CPU paths (C kernel or not).
+    with ThreadCounts(fail_on=torch.ops.aten.sum.IntList_out), pytest.raises(RuntimeError, match="injected"):
         compute_patch_entropy_batched(load_photo_tensor("coffee", size=(56, 84)))
     assert torch.get_num_threads() == 2
 

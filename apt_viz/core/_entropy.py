@@ -1,20 +1,26 @@
 """The entropy maps of docs/contract.md section 3 from exact integer histograms (docs/performance.md).
 
-1. Levels and histograms of the base grid, a strip of cell rows at a time: the gray level of every
-   pixel by the contract's float32 operations, its flat key ``cell * bins + level``, and one
-   scatter-add of the keys into a count buffer of the narrowest integer type.
+1. Levels and histograms of the base grid: the gray level of every pixel by the contract's float32
+   operations, counted into its cell's histogram of the narrowest integer type.
 2. Every coarser grid's histograms are the sums of their 2x2 children's (exact integer additions).
 3. Entropy by lookup: ``-p log2(p + 1e-10)`` of every possible count is a table, and a cell's
    entropy is ``torch.sum`` over its row of ``bins`` terms, the very row and reduction of the dense
-   formula, so every bit of the result is the same. On the CPU the uint8 counts of the base grid are
-   looked up two at a time (:func:`pair_entropy`): half the lookups, the same row of terms.
+   formula, so every bit of the result is the same.
+
+On the CPU, each step is one loop of the C kernel ``_cellhist`` (apt_viz/core/_cellhist.c), built
+at install; the terms are still summed by ``torch.sum``. Without the kernel (no compiler at install,
+or ``APT_VIZ_NATIVE=0``), and on GPUs, the steps are torch ops: a scatter-add of flat keys
+``cell * bins + level`` a strip of cell rows at a time, adds of the children, and lookups (on the
+CPU two uint8 counts at a time, :func:`pair_entropy`). Every path gives the same floats.
 """
 from __future__ import annotations
 
 import functools
 import math
+import os
 import threading
 from collections.abc import Callable, Hashable
+from types import ModuleType
 from typing import TypeVar
 
 import torch
@@ -24,18 +30,43 @@ from .grids import Maps, grid_shape, scale_sizes
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 _STRIP_PIXELS = 1 << 18  # pixels per strip of cell rows: its buffers stay in the core's caches
 _INT32_KEYS = 1 << 31  # keys of a strip below this are computed in int32
+_LOOKUP_CELLS = 2048  # cells whose terms the kernel writes before torch.sum adds them: they stay in cache
+NAN_MESSAGE = "images contain NaN: the entropy scorer needs finite pixel values"
 _T = TypeVar("_T")
+
+
+def _load_kernel() -> ModuleType | None:
+    """The C kernel, built from _cellhist.c at install when a C compiler is there (setup.py); None without
+    it, or when ``APT_VIZ_NATIVE=0`` asks for the torch path (e.g. to compare the two)."""
+    if os.environ.get("APT_VIZ_NATIVE", "1") == "0":
+        return None
+    try:
+        from . import _cellhist
+    except ImportError:
+        return None
+    return _cellhist
+
+
+_native = _load_kernel()
+
+
+def native_kernel() -> bool:
+    """Whether the CPU runs the C kernel (apt_viz/core/_cellhist.c) rather than torch ops."""
+    return _native is not None
 
 
 def entropy_maps(images: torch.Tensor, patch_size: int, num_scales: int, bins: int, pad_value: float) -> Maps:
     """The body of :func:`apt_viz.core.scoring.compute_patch_entropy_batched` (same arguments)."""
     _, _, height, width = images.shape
+    cpu = images.device.type == "cpu"
     counts = base_counts(images, patch_size, bins, 2 ** (num_scales - 1))
     maps: Maps = {}
     for i, size in enumerate(scale_sizes(patch_size, num_scales)):
         if i > 0:
             counts = merge_children(counts, (size // 2) ** 2, f"merged{i}")
-        if images.device.type == "cpu" and counts.dtype == torch.uint8 and bins % 2 == 0:
+        if cpu and _native is not None:
+            entropy = native_entropy(counts, size * size)
+        elif cpu and counts.dtype == torch.uint8 and bins % 2 == 0:
             entropy = pair_entropy(counts, size * size)
         else:  # GPUs (one dense launch), and counts wider than a byte (their pair table would not stay in cache)
             entropy = dense_entropy(counts, size * size)
@@ -106,6 +137,14 @@ def base_counts(images: torch.Tensor, patch_size: int, bins: int, multiple: int)
     device = images.device
     rows, cols = (math.ceil(n / multiple) * multiple for n in grid_shape(height, width, patch_size))
     counts = workspace(device, "counts", (batch, rows, cols, bins), count_dtype(patch_size**2, device))
+    if device.type == "cpu" and _native is not None:
+        pixels = images if images.dtype in (torch.float32, torch.uint8) else images.float()
+        weights, folded = _gray_weights(bins, images.shape[1] == 3, device)
+        _native.base_counts(pixels.detach().numpy(), counts.numpy(), (*weights.view(-1).tolist(), 0.0, 0.0)[:3],
+                            1.0 if folded else bins / 256.0, patch_size)  # raises ValueError on NaN
+        return counts
+    if device.type != "cpu" and _has_nan(images):  # a CUDA scatter to the index of NaN would assert on the device
+        raise ValueError(NAN_MESSAGE)
     counts.zero_()
     if device.type == "cpu":  # one image and a few cell rows at a time, in cache
         step, images_per_piece = max(1, _STRIP_PIXELS // (cols * patch_size**2)), 1
@@ -121,8 +160,17 @@ def base_counts(images: torch.Tensor, patch_size: int, bins: int, multiple: int)
             gray_levels(pixels, first * patch_size, bins, levels)
             keys = _keys(levels, patch_size, bins)
             target = counts[first_image : first_image + len(pixels), first:last]  # contiguous: one image, or all rows
-            target.view(-1).scatter_add_(0, keys, one.expand(keys.numel()))
+            try:
+                target.view(-1).scatter_add_(0, keys, one.expand(keys.numel()))
+            except RuntimeError:  # an index out of range: the level of NaN (checked only now, at no cost before)
+                if _has_nan(pixels):
+                    raise ValueError(NAN_MESSAGE) from None
+                raise
     return counts
+
+
+def _has_nan(images: torch.Tensor) -> bool:
+    return images.is_floating_point() and bool(torch.isnan(images).any())
 
 
 def gray_levels(images: torch.Tensor, top: int, bins: int, levels: torch.Tensor) -> None:
@@ -203,9 +251,14 @@ def _key_plane(rows: int, cols: int, size: int, bins: int) -> torch.Tensor:
 # --- 2. coarser grids --------------------------------------------------------------------------
 
 def merge_children(counts: torch.Tensor, child_area: int, name: str) -> torch.Tensor:
-    """Histograms of the next grid (B, R/2, C/2, bins): each cell's 2x2 children summed, rows then columns."""
+    """Histograms of the next grid (B, R/2, C/2, bins): each cell's 2x2 children summed (by the kernel on
+    the CPU; else rows then columns)."""
     batch, rows, cols, bins = counts.shape
     dtype = count_dtype(4 * child_area, counts.device)
+    merged = workspace(counts.device, name, (batch, rows // 2, cols // 2, bins), dtype)
+    if counts.device.type == "cpu" and _native is not None:  # widens as it adds
+        _native.merge_children(counts.numpy(), merged.numpy())
+        return merged
     if counts.dtype != dtype:  # widen first (one pass): the sum of two cells may not fit the children's type
         # (into a workspace buffer: an add of mixed types would allocate the widened copy every call)
         counts = workspace(counts.device, f"{name}-widened", tuple(counts.shape), dtype).copy_(counts)
@@ -213,7 +266,6 @@ def merge_children(counts: torch.Tensor, child_area: int, name: str) -> torch.Te
     half = workspace(counts.device, f"{name}-rows", (batch, rows // 2, cols, bins), dtype)
     torch.add(pairs[:, :, 0], pairs[:, :, 1], out=half)
     pairs = half.view(batch, rows // 2, cols // 2, 2, bins)
-    merged = workspace(counts.device, name, (batch, rows // 2, cols // 2, bins), dtype)
     return torch.add(pairs[:, :, :, 0], pairs[:, :, :, 1], out=merged)
 
 
@@ -244,6 +296,27 @@ def dense_entropy(counts: torch.Tensor, area: int, chunk: int = 2048) -> torch.T
         torch.index_select(table, 0, index, out=terms)
         torch.sum(terms.view(part.shape), dim=-1, out=out[start : start + chunk])
     return out.view(counts.shape[:-1])
+
+
+def native_entropy(counts: torch.Tensor, area: int) -> torch.Tensor:
+    """What :func:`dense_entropy` gives for contiguous CPU ``counts``, with the lookups in the C kernel.
+
+    The kernel writes the row of ``bins`` terms of :data:`_LOOKUP_CELLS` cells at a time (a word of
+    zero counts without a lookup), and ``torch.sum`` adds each row, the same reduction over the same
+    row as :func:`dense_entropy`.
+    """
+    assert _native is not None, "native_entropy needs the C kernel"
+    *grid, bins = counts.shape
+    cells = math.prod(grid)
+    table = entropy_table(area, counts.device).numpy()
+    flat = counts.view(cells, bins)
+    terms = workspace(counts.device, "native-terms", (min(_LOOKUP_CELLS, cells), bins), torch.float32)
+    out = torch.empty(cells, dtype=torch.float32)
+    for start in range(0, cells, _LOOKUP_CELLS):
+        stop = min(start + _LOOKUP_CELLS, cells)
+        _native.lookup(flat[start:stop].numpy(), table, terms[: stop - start].numpy())
+        torch.sum(terms[: stop - start], dim=-1, out=out[start:stop])
+    return out.view(grid)
 
 
 @_constant
