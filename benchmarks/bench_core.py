@@ -327,7 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     if device != "cpu" and not device.startswith("cuda"):
         print(f"bench_core: unknown device {device!r}; use cpu or cuda", file=sys.stderr)
         return 2
-    print(f"bench_core: torch {torch.__version__}, {os.cpu_count()} CPUs")
+    from apt_viz.core._entropy import native_kernel
+
+    path = "C kernel" if native_kernel() else "torch ops (APT_VIZ_NATIVE=0, or the kernel is not built)"
+    print(f"bench_core: torch {torch.__version__}, {os.cpu_count()} CPUs; CPU entropy path: {path}")
     if device == "cpu" and not args.no_conditions:
         report_conditions(args)
     if not args.no_cases:

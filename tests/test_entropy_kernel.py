@@ -4,6 +4,9 @@ refuses rather than reading or writing out of bounds."""
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -154,3 +157,12 @@ def test_merges_into_the_wrong_shape_or_a_narrower_type_are_refused():
     merged = np.zeros((1, 2, 2, 8), np.int32)
     kernel.merge_children(counts, merged)
     assert (merged == 4).all()  # four children of one each
+
+
+@pytest.mark.slow
+def test_apt_viz_native_0_selects_the_torch_path():
+    code = "from apt_viz.core._entropy import native_kernel; print(native_kernel())"
+    for value, expected in (("0", "False"), ("1", "True")):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "APT_VIZ_NATIVE": value})
+        assert done.returncode == 0 and done.stdout.strip() == expected, done.stderr

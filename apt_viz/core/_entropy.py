@@ -42,7 +42,9 @@ def _load_kernel() -> ModuleType | None:
         return None
     try:
         from . import _cellhist
-    except ImportError:
+
+        torch.empty(0).numpy()  # the arrays reach the kernel as numpy views: torch's numpy bridge must work
+    except (ImportError, RuntimeError):
         return None
     return _cellhist
 
