@@ -49,10 +49,11 @@ def compute_patch_entropy_batched(
 
     Same numbers as the official APT ``compute_patch_entropy_batched`` (padded zeros counted,
     ``p log2(p + 1e-10)``, padded last row/column set to ``pad_value``), computed from exact
-    integer histograms: one scatter-add over the base grid, each coarser grid's histogram is the
-    sum of its 2x2 children's, and a table of the terms (apt_viz/core/_entropy.py). On the CPU the
-    call runs on one thread whatever
-    ``torch.get_num_threads()`` says, and leaves that setting as it was (docs/performance.md).
+    integer histograms: one counting pass over the base grid, each coarser grid's histogram is the
+    sum of its 2x2 children's, and a table of the terms (apt_viz/core/_entropy.py; on the CPU a C
+    kernel where it is built, else torch ops, with the same numbers). On the CPU the call runs on
+    one thread whatever ``torch.get_num_threads()`` says, and leaves that setting as it was
+    (docs/performance.md).
 
     Args:
         images: (B, C, H, W) in [0, 255] (RGB; a single channel is taken as gray), any device.
@@ -64,6 +65,9 @@ def compute_patch_entropy_batched(
 
     Returns:
         {cell size: (B, ceil(H / s), ceil(W / s))} float32 entropies in bits, smallest size first.
+
+    Raises:
+        ValueError: a pixel is NaN.
     """
     with single_threaded(images.device):
         return entropy_maps(images, patch_size, num_scales, bins, pad_value)
