@@ -22,8 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NAN_MESSAGE "images contain NaN: the entropy scorer needs finite pixel values"
-
 /* --- buffers ----------------------------------------------------------------------------------- */
 
 /* The struct format code of a buffer without its byte-order prefix. */
@@ -45,7 +43,7 @@ static int count_width(const Py_buffer *view) {
 
 /* The levels of one image row into out[0, width): the float32 gray value (w0 times the only channel
  * when not RGB), times scale when scaled, clamped to [0, top] and truncated (the floor of a value >= 0).
- * Returns whether a value was NaN (its level is then 0, and the caller raises). */
+ * Returns whether a value was NaN (its level is then 0). */
 #define ROW_LEVELS(NAME, T)                                                                           \
     static int NAME(const char *r, const char *g, const char *b, Py_ssize_t step, Py_ssize_t width,   \
                     const float *w, int rgb, float scale, int scaled, float top, int32_t *out) {     \
@@ -135,8 +133,8 @@ PyDoc_STRVAR(base_counts_doc,
 "Fill counts (B, R, C, bins), C-contiguous uint8/int16/int32, with the gray-level histograms of the\n"
 "patch_size cells of pixels (B, channels, H, W), float32 or uint8 with any strides. weights: the\n"
 "three float32 channel weights (only the first is used when channels != 3); scale: the float32\n"
-"factor after them, 1.0 for none. Pixels beyond the image count as level 0. Raises ValueError when\n"
-"a pixel is NaN or the arrays do not fit.");
+"factor after them, 1.0 for none. Pixels beyond the image count as level 0, and so does NaN.\n"
+"Returns whether a pixel was NaN (the caller raises). Raises ValueError when the arrays do not fit.");
 
 static PyObject *base_counts(PyObject *self, PyObject *args) {
     (void)self;
@@ -207,11 +205,7 @@ static PyObject *base_counts(PyObject *self, PyObject *args) {
         }
     }
     Py_END_ALLOW_THREADS
-    if (nan) {
-        PyErr_SetString(PyExc_ValueError, NAN_MESSAGE);
-        goto done;
-    }
-    result = Py_NewRef(Py_None);
+    result = PyBool_FromLong(nan);
 done:
     free(levels);
     free(ways);

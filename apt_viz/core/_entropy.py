@@ -142,8 +142,10 @@ def base_counts(images: torch.Tensor, patch_size: int, bins: int, multiple: int)
     if device.type == "cpu" and _native is not None:
         pixels = images if images.dtype in (torch.float32, torch.uint8) else images.float()
         weights, folded = _gray_weights(bins, images.shape[1] == 3, device)
-        _native.base_counts(pixels.detach().numpy(), counts.numpy(), (*weights.view(-1).tolist(), 0.0, 0.0)[:3],
-                            1.0 if folded else bins / 256.0, patch_size)  # raises ValueError on NaN
+        weights3 = (*weights.view(-1).tolist(), 0.0, 0.0)[:3]  # one weight when not RGB: the kernel takes three
+        if _native.base_counts(pixels.detach().numpy(), counts.numpy(), weights3,
+                               1.0 if folded else bins / 256.0, patch_size):
+            raise ValueError(NAN_MESSAGE)
         return counts
     if device.type != "cpu" and _has_nan(images):  # a CUDA scatter to the index of NaN would assert on the device
         raise ValueError(NAN_MESSAGE)
